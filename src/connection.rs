@@ -1,0 +1,147 @@
+//! One WebSocket connection: a reader task and a writer task around one socket.
+//!
+//! ```text
+//!  socket ──► reader ──(broker inbox, bounded)──► broker ──(outbox, bounded)──► writer ──► socket
+//!               │  └──────────── stop_tx (oneshot: "send this Close and end") ────────► │
+//!               ◄──────────────── writer_done (token, cancelled when the writer ends) ──┘
+//! ```
+//!
+//! The two tasks stop each other by signalling, never by `abort()`, so the writer can
+//! always send its Close frame: the reader tells the writer which Close to send
+//! through a oneshot; the writer cancels `writer_done` when it ends for any reason
+//! (including a panic, through a drop guard), which makes the reader wind down.
+
+pub(crate) mod reader;
+pub(crate) mod writer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::broker::{Command, ConnId};
+
+/// After our Close frame is sent, how long the reader keeps reading for the peer's
+/// Close reply before dropping the socket. Waiting for the reply lets the peer read
+/// our Close before the TCP connection goes away; a peer that never replies costs at
+/// most this long.
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// How many outbox messages the writer takes at once and writes with one flush.
+/// Larger batches mean fewer syscalls per message under load; 64 bounds the time
+/// the writer spends before looking at its stop signals again.
+pub(crate) const WRITE_BATCH: usize = 64;
+
+/// What the reader asks the writer to do before ending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The peer closed (its Close frame is answered by the protocol layer) or
+    /// vanished: there is nothing left for the writer to send.
+    PeerGone,
+    /// Send this Close frame, then end.
+    Close(CloseCode, &'static str),
+}
+
+/// Everything a connection needs from the server.
+#[derive(Debug, Clone)]
+pub(crate) struct Context {
+    /// The sending end of the broker's inbox.
+    pub broker_tx: mpsc::Sender<Command>,
+    /// Capacity of this connection's outbox.
+    pub outbox_capacity: usize,
+    /// Cancelled when the server shuts down: writers send Close 1001.
+    pub shutdown: CancellationToken,
+}
+
+/// Runs one upgraded connection to its end: registers it with the broker, runs the
+/// writer as its own task and the reader in this one, then deregisters it.
+pub(crate) async fn run(
+    ws: WebSocketStream<TcpStream>,
+    id: ConnId,
+    room: Arc<str>,
+    peer: SocketAddr,
+    ctx: Context,
+) {
+    let span = tracing::debug_span!("conn", id = id.0, room = %room, peer = %peer);
+    async move {
+        tracing::debug!("connection open");
+        let (ws_tx, ws_rx) = ws.split();
+        // The outbox: the broker holds `outbox_tx` (registered below), the writer
+        // holds `outbox_rx`. It closes when the broker deregisters this connection.
+        let (outbox_tx, outbox_rx) = mpsc::channel(ctx.outbox_capacity);
+        // Reader to writer: which Close to send before ending. Dropping the sender
+        // (the reader ended without a word, e.g. it panicked) also stops the writer.
+        let (stop_tx, stop_rx) = oneshot::channel();
+        // Writer to reader: cancelled when the writer ends, whatever the reason.
+        let writer_done = CancellationToken::new();
+
+        let writer = tokio::spawn(
+            writer::run(
+                ws_tx,
+                outbox_rx,
+                stop_rx,
+                ctx.shutdown.clone(),
+                writer_done.clone().drop_guard(),
+            )
+            .in_current_span(),
+        );
+
+        let join = Command::Join {
+            id,
+            room: Arc::clone(&room),
+            outbox_tx,
+        };
+        let close = if ctx.broker_tx.send(join).await.is_ok() {
+            reader::run(ws_rx, id, &room, &ctx.broker_tx, stop_tx, &writer_done).await
+        } else {
+            // Location ①: the broker is gone before we could even register.
+            tracing::debug!("broker gone before registration");
+            if stop_tx
+                .send(Stop::Close(CloseCode::Error, "broker unavailable"))
+                .is_err()
+            {
+                tracing::debug!("writer already ended");
+            }
+            None
+        };
+
+        // Deregister. Unknown ids are a no-op in the broker, so this is safe even when
+        // the broker already dropped us (location ⑤); if the broker itself is gone
+        // (location ①) there is nothing left to deregister from.
+        if ctx
+            .broker_tx
+            .send(Command::Leave {
+                id,
+                room: Arc::clone(&room),
+            })
+            .await
+            .is_err()
+        {
+            tracing::debug!("broker gone; nothing to deregister from");
+        }
+        match writer.await {
+            Ok(()) => {}
+            Err(e) if e.is_panic() => tracing::error!("writer task panicked"),
+            Err(_) => tracing::debug!("writer task cancelled"),
+        }
+        tracing::debug!(close_code = close.map(u16::from), "connection closed");
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Builds a Close frame with a static reason.
+pub(crate) fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
+    CloseFrame {
+        code,
+        reason: reason.into(),
+    }
+}

@@ -1,0 +1,148 @@
+//! The reader task: socket to broker.
+//!
+//! Failure location ① lives here: the send to the broker's inbox.
+//! - `Err`: the broker's receiver is gone, so the broker is no longer working. The
+//!   reader tells the writer (oneshot) to send Close 1011 and end, then winds down.
+//! - Full inbox: `send().await` waits until the broker catches up. While it waits
+//!   nothing reads this socket, so the kernel's receive buffer fills and TCP flow
+//!   control stops the client: the server holds at most one message per reader.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
+
+use super::{CLOSE_LINGER, Stop};
+use crate::broker::{Command, ConnId};
+
+/// Reads client messages and forwards data messages to the broker until the
+/// connection ends. Returns the close code this side asked the writer to send, if any.
+pub(crate) async fn run(
+    mut ws_rx: SplitStream<WebSocketStream<TcpStream>>,
+    id: ConnId,
+    room: &Arc<str>,
+    broker_tx: &mpsc::Sender<Command>,
+    stop_tx: oneshot::Sender<Stop>,
+    writer_done: &CancellationToken,
+) -> Option<CloseCode> {
+    // `Some` once the reader has stopped forwarding. `stop_tx` is consumed when the
+    // reader decides how the writer should end.
+    let mut stop_tx = Some(stop_tx);
+    let mut sent_close = None;
+    // Set when the writer has ended: from then on we only wait (briefly) for the
+    // peer to finish the close handshake.
+    let mut linger_until: Option<Instant> = None;
+
+    loop {
+        let item = tokio::select! {
+            biased;
+            () = writer_done.cancelled(), if linger_until.is_none() => {
+                linger_until = Some(linger_deadline());
+                continue;
+            }
+            () = sleep_until_opt(linger_until) => {
+                tracing::debug!("peer did not finish the close handshake in time");
+                break;
+            }
+            item = ws_rx.next() => item,
+        };
+        match item {
+            Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                if linger_until.is_some() || stop_tx.is_none() {
+                    // Closing: data after our Close is read only to reach the peer's
+                    // Close reply, and is not forwarded.
+                    continue;
+                }
+                let publish = Command::Publish {
+                    from: id,
+                    room: Arc::clone(room),
+                    message,
+                };
+                tokio::select! {
+                    biased;
+                    sent = broker_tx.send(publish) => {
+                        if sent.is_err() {
+                            // Location ①, Err: the broker is gone. Close with 1011.
+                            tracing::warn!("broker inbox closed; closing connection with 1011");
+                            sent_close = Some(CloseCode::Error);
+                            signal(&mut stop_tx, Stop::Close(CloseCode::Error, "broker unavailable"));
+                        }
+                    }
+                    () = writer_done.cancelled() => {
+                        linger_until = Some(linger_deadline());
+                    }
+                }
+            }
+            // Pings are answered and Close frames replied to by the protocol layer on
+            // the next read; pongs need nothing. Keep reading so those replies flush.
+            Some(Ok(Message::Close(_))) => signal(&mut stop_tx, Stop::PeerGone),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Err(e)) => {
+                match close_code_for(&e) {
+                    Some((code, reason)) => {
+                        tracing::debug!(error = %e, "protocol violation; closing with {code}");
+                        sent_close = Some(code);
+                        signal(&mut stop_tx, Stop::Close(code, reason));
+                    }
+                    None => {
+                        tracing::debug!(error = %e, "connection lost");
+                        signal(&mut stop_tx, Stop::PeerGone);
+                    }
+                }
+                break;
+            }
+            None => {
+                // The stream ended: close handshake complete, or EOF.
+                signal(&mut stop_tx, Stop::PeerGone);
+                break;
+            }
+        }
+    }
+    sent_close
+}
+
+/// Sends the writer its stop instruction, once. A failed send means the writer has
+/// already ended, which is exactly what the instruction asked for.
+fn signal(stop_tx: &mut Option<oneshot::Sender<Stop>>, stop: Stop) {
+    if let Some(tx) = stop_tx.take() {
+        if tx.send(stop).is_err() {
+            tracing::debug!("writer already ended");
+        }
+    }
+}
+
+/// The instant until which a closing reader waits for the peer's Close reply.
+fn linger_deadline() -> Instant {
+    let now = Instant::now();
+    // CLOSE_LINGER is a small constant, so this cannot overflow in practice; if it
+    // ever did, stopping at once is the safe answer.
+    now.checked_add(CLOSE_LINGER).unwrap_or(now)
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The close code owed to a peer whose input made tungstenite fail, per RFC 6455
+/// section 7.4.1; `None` when the connection itself is gone (nothing to send to).
+pub(crate) fn close_code_for(e: &WsError) -> Option<(CloseCode, &'static str)> {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    match e {
+        WsError::Capacity(_) => Some((CloseCode::Size, "message too big")),
+        WsError::Utf8(_) => Some((CloseCode::Invalid, "invalid UTF-8")),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
+        _ => None,
+    }
+}

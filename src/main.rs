@@ -1,0 +1,73 @@
+//! The `wsbroker` binary: parse flags, set up logging, bind, run until a signal.
+//!
+//! Exit status: 0 after a clean shutdown; 2 for invalid configuration (including an
+//! address that cannot be bound); 1 when the broker failed or the runtime could not
+//! start.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use wsbroker::{Config, Server};
+
+fn main() -> ExitCode {
+    let config = match Config::try_parse() {
+        Ok(config) => config,
+        Err(e) => return clap_exit(&e),
+    };
+    wsbroker::logging::init(config.log_format);
+    wsbroker::panic_hook::install();
+
+    // Built by hand rather than with #[tokio::main], whose generated code `expect`s
+    // on runtime construction; a failure here becomes an error line and status 1.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let server = match Server::bind(config).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        match server.run(wsbroker::shutdown::signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            // The broker stopped (or another fatal error): one line naming the cause,
+            // then status 1 so a supervisor restarts the process.
+            Err(e) => {
+                tracing::error!(cause = %e, "exiting with status 1");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Help and version go to stdout with status 0; every usage error is one line on
+/// stderr with status 2.
+fn clap_exit(e: &clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            print!("{e}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let line = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("error: invalid arguments");
+            eprintln!("{line}");
+            ExitCode::from(2)
+        }
+    }
+}

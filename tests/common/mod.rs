@@ -1,0 +1,201 @@
+//! The one test harness: starts a real server on 127.0.0.1:0 and connects real
+//! tokio-tungstenite clients. Every test ends through `shutdown` or `finished`, which
+//! assert that the server stops within a deadline and that nothing panicked.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wsbroker::{BrokerStats, Config, Error, Server, ServerHandle};
+
+/// How long any single expected event may take before the test fails.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    pub handle: ServerHandle,
+    pub config: Config,
+    shutdown_tx: oneshot::Sender<()>,
+    join: JoinHandle<Result<(), Error>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(adjust: impl FnOnce(&mut Config)) -> Self {
+        wsbroker::panic_hook::install();
+        let mut config = Config::ephemeral();
+        adjust(&mut config);
+        let server = Server::bind(config.clone())
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = server.local_addr().unwrap();
+        let handle = server.handle();
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let join = tokio::spawn(server.run(async move {
+            let _ = shutdown_rx.await;
+        }));
+        Self {
+            addr,
+            handle,
+            config,
+            shutdown_tx,
+            join,
+        }
+    }
+
+    pub fn url(&self, room: &str) -> String {
+        format!("ws://{}{}", self.addr, room)
+    }
+
+    pub async fn connect(&self, room: &str) -> Client {
+        let (ws, _) = tokio::time::timeout(
+            EVENT_TIMEOUT,
+            tokio_tungstenite::connect_async(self.url(room)),
+        )
+        .await
+        .expect("connect timed out")
+        .expect("connect failed");
+        ws
+    }
+
+    /// Connects and waits until the broker has registered the new member, so that
+    /// messages published afterwards are guaranteed to reach it.
+    pub async fn join(&self, path: &str) -> Client {
+        // The server names the room by the path alone, without the query string.
+        let room = path.split('?').next().unwrap_or(path);
+        let before = self.stats().await.members(room);
+        let ws = self.connect(path).await;
+        self.wait_members(room, before + 1).await;
+        ws
+    }
+
+    pub async fn stats(&self) -> BrokerStats {
+        self.handle.stats().await.expect("broker is running")
+    }
+
+    /// Waits until `room` has exactly `n` members, as seen by the broker.
+    pub async fn wait_members(&self, room: &str, n: usize) {
+        self.wait_stats(
+            |s| s.members(room) == n,
+            &format!("{room} to have {n} members"),
+        )
+        .await;
+    }
+
+    /// Polls the broker's stats until `pred` holds, failing after EVENT_TIMEOUT.
+    pub async fn wait_stats(&self, pred: impl Fn(&BrokerStats) -> bool, what: &str) -> BrokerStats {
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        loop {
+            let stats = self.stats().await;
+            if pred(&stats) {
+                return stats;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; stats: {stats:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Triggers shutdown and asserts the server finishes within its shutdown timeout
+    /// (plus a margin for a loaded machine) and that nothing panicked.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        let _ = self.shutdown_tx.send(());
+        finish(self.join, self.config.shutdown_timeout).await
+    }
+
+    /// Waits for the server to end on its own (no trigger), e.g. after the broker died.
+    pub async fn finished(self) -> Result<(), Error> {
+        let _keep_trigger = self.shutdown_tx;
+        finish(self.join, self.config.shutdown_timeout).await
+    }
+}
+
+async fn finish(join: JoinHandle<Result<(), Error>>, timeout: Duration) -> Result<(), Error> {
+    let result = tokio::time::timeout(timeout + Duration::from_secs(2), join)
+        .await
+        .expect("server did not finish within its shutdown timeout")
+        .expect("server task panicked");
+    assert_no_panics();
+    result
+}
+
+pub fn assert_no_panics() {
+    assert_eq!(
+        wsbroker::panic_hook::count(),
+        0,
+        "a panic happened in this test process"
+    );
+}
+
+/// The next data message (Text or Binary), skipping control frames.
+pub async fn recv<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Message {
+    loop {
+        let msg = tokio::time::timeout(EVENT_TIMEOUT, ws.next())
+            .await
+            .expect("timed out waiting for a message")
+            .expect("stream ended while waiting for a message")
+            .expect("websocket error while waiting for a message");
+        match msg {
+            Message::Text(_) | Message::Binary(_) => return msg,
+            Message::Close(frame) => panic!("expected a data message, got Close {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Waits for the server's Close frame and returns its code; data frames before it
+/// are skipped.
+pub async fn expect_close<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) -> CloseCode {
+    loop {
+        let item = tokio::time::timeout(EVENT_TIMEOUT, ws.next())
+            .await
+            .expect("timed out waiting for Close");
+        match item {
+            Some(Ok(Message::Close(Some(frame)))) => return frame.code,
+            Some(Ok(Message::Close(None))) => panic!("Close frame without a code"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("error instead of Close: {e}"),
+            None => panic!("stream ended without a Close frame"),
+        }
+    }
+}
+
+pub async fn send_text<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, text: &str) {
+    ws.send(Message::text(text)).await.expect("send");
+}
+
+/// Asserts that nothing was delivered to `ws` before now, without waiting on a timer:
+/// `ws` publishes a marker to its own room and the marker's echo must be the next
+/// data message. The broker handles its inbox in order and outboxes are FIFO, so any
+/// earlier delivery would have arrived before the marker. Needs echo on.
+pub async fn assert_nothing_delivered<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) {
+    let marker = "marker-7f3a";
+    send_text(ws, marker).await;
+    assert_eq!(
+        recv(ws).await,
+        Message::text(marker),
+        "a message arrived before the marker"
+    );
+}
