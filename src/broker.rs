@@ -71,7 +71,14 @@ pub enum Hook {
     /// Close the broker's inbox, so every reader's next send fails (location ①), and
     /// keep all room state alive until `release_rx` fires (or its sender is dropped).
     /// Afterwards the broker drains its inbox and `recv` returns `None` (location ②).
-    CloseInbox { release_rx: oneshot::Receiver<()> },
+    /// `closed_tx` fires once the inbox is closed.
+    CloseInbox {
+        closed_tx: oneshot::Sender<()>,
+        release_rx: oneshot::Receiver<()>,
+    },
+    /// Stop taking commands (without closing the inbox) until `release_rx` fires, as
+    /// a broker that cannot keep up would: the inbox fills and readers wait (①).
+    Pause { release_rx: oneshot::Receiver<()> },
     /// Deregister every member of `room` inside the broker, dropping their outbox
     /// senders, so each writer's `recv` returns `None` (location ⑤).
     DropOutboxes { room: String },
@@ -120,10 +127,19 @@ pub(crate) async fn run(mut inbox_rx: mpsc::Receiver<Command>, settings: Setting
                 }
             }
             Command::Hook(hook) => match hook {
-                Hook::CloseInbox { release_rx } => {
+                Hook::CloseInbox {
+                    closed_tx,
+                    release_rx,
+                } => {
                     tracing::warn!("test hook: closing the broker inbox");
                     inbox_rx.close();
+                    if closed_tx.send(()).is_err() {
+                        tracing::debug!("nobody waits for the inbox to close");
+                    }
                     // Either outcome (released, or the releaser dropped) means go on.
+                    let _released = release_rx.await;
+                }
+                Hook::Pause { release_rx } => {
                     let _released = release_rx.await;
                 }
                 Hook::DropOutboxes { room } => drop(rooms.remove_room(&room)),

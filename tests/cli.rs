@@ -1,0 +1,156 @@
+//! The binary as a user runs it: bad flags exit 2 with one line; SIGTERM and SIGINT
+//! close every client with 1001 and exit 0.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test helpers: a failed expectation must fail the test, as in #[test] fns (clippy.toml)"
+)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::expect_close;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wsbroker");
+
+/// Runs the binary with `args` and returns its exit code and stderr.
+fn run_to_end(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_usage_error(args: &[&str], mentions: &str) {
+    let (code, stderr) = run_to_end(args);
+    assert_eq!(code, Some(2), "{args:?} must exit 2; stderr: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{args:?} must print one line, got: {stderr}"
+    );
+    assert!(
+        stderr.contains(mentions),
+        "{args:?}: '{stderr}' should mention '{mentions}'"
+    );
+}
+
+#[test]
+fn invalid_configuration_exits_2_with_one_line() {
+    assert_usage_error(&["--broker-capacity", "0"], "--broker-capacity");
+    assert_usage_error(&["--outbox-capacity", "0"], "--outbox-capacity");
+    assert_usage_error(&["--outbox-capacity", "99999999999"], "--outbox-capacity");
+    assert_usage_error(&["--listen", "not-an-address"], "--listen");
+    assert_usage_error(&["--shutdown-timeout", "0s"], "--shutdown-timeout");
+    assert_usage_error(&["--shutdown-timeout", "100000h"], "--shutdown-timeout");
+    assert_usage_error(&["--log-format", "xml"], "--log-format");
+    assert_usage_error(&["--no-such-flag"], "--no-such-flag");
+}
+
+#[test]
+fn a_port_in_use_exits_2_with_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    assert_usage_error(&["--listen", &addr], "cannot listen on");
+}
+
+#[test]
+fn help_lists_every_flag_and_exits_0() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--broker-capacity",
+        "--outbox-capacity",
+        "--no-echo",
+        "--shutdown-timeout",
+        "--log-format",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+/// Starts the binary on an ephemeral port and returns it with the bound address,
+/// read from its "listening" log line.
+fn spawn_server(extra: &[&str]) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).expect("every log line is JSON");
+        if v["message"] == "wsbroker listening" {
+            break v["listen"].as_str().unwrap().to_owned();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn signal_closes_clients_with_1001_and_exits_0(signal: &str) {
+    let (mut child, addr) = spawn_server(&["--shutdown-timeout", "2s"]);
+    let (mut a, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/room"))
+        .await
+        .unwrap();
+    let (mut b, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/other"))
+        .await
+        .unwrap();
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(expect_close(&mut a).await, CloseCode::Away);
+    assert_eq!(expect_close(&mut b).await, CloseCode::Away);
+    let code = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_clients_with_1001_and_exits_0() {
+    signal_closes_clients_with_1001_and_exits_0("-TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_closes_clients_with_1001_and_exits_0() {
+    signal_closes_clients_with_1001_and_exits_0("-INT").await;
+}
