@@ -206,7 +206,10 @@ async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: connection:
         tracing::debug!(error = %e, "could not set TCP_NODELAY");
     }
     let mut room: Option<Arc<str>> = None;
-    #[expect(clippy::result_large_err, reason = "the Err type is fixed by tungstenite's Callback trait")]
+    #[expect(
+        clippy::result_large_err,
+        reason = "the Err type is fixed by tungstenite's Callback trait"
+    )]
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         // The room is the path; the query string is ignored.
         room = Some(Arc::from(request.uri().path()));

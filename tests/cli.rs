@@ -5,6 +5,7 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
     reason = "test helpers: a failed expectation must fail the test, as in #[test] fns (clippy.toml)"
 )]
 

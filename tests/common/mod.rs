@@ -2,11 +2,15 @@
 //! tokio-tungstenite clients. Every test ends through `shutdown` or `finished`, which
 //! assert that the server stops within a deadline and that nothing panicked.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
+    clippy::arithmetic_side_effects,
     reason = "test harness: a failed expectation must fail the test, as in #[test] fns (clippy.toml)"
 )]
 
