@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::broker::{Command, ConnId};
+use crate::broker::{Command, ConnId, Op};
 
 /// After our Close frame is sent, how long the reader keeps reading for the peer's
 /// Close reply before dropping the socket. Waiting for the reply lets the peer read
@@ -94,11 +94,11 @@ pub(crate) async fn run(
             .in_current_span(),
         );
 
-        let join = Command::Join {
+        let join = Command::Op(Op::Join {
             id,
             room: Arc::clone(&room),
             outbox_tx,
-        };
+        });
         let close = if ctx.broker_tx.send(join).await.is_ok() {
             reader::run(ws_rx, id, &room, &ctx.broker_tx, stop_tx, &writer_done).await
         } else {
@@ -118,10 +118,10 @@ pub(crate) async fn run(
         // (location ①) there is nothing left to deregister from.
         if ctx
             .broker_tx
-            .send(Command::Leave {
+            .send(Command::Op(Op::Leave {
                 id,
                 room: Arc::clone(&room),
-            })
+            }))
             .await
             .is_err()
         {

@@ -12,6 +12,9 @@
 //! - [`error`]: why the server could not start or had to stop.
 //! - [`shutdown`], [`logging`], [`panic_hook`]: process plumbing for the binary.
 
+#[cfg(feature = "no-panic")]
+#[doc(hidden)]
+pub mod audit;
 pub mod broker;
 pub mod config;
 pub(crate) mod connection;

@@ -20,7 +20,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{self, BrokerStats, Command, ConnId, Hook};
+use crate::broker::{self, BrokerStats, Command, ConnId, Hook, Op};
 use crate::config::Config;
 use crate::connection;
 use crate::error::{BrokerStop, Error};
@@ -236,7 +236,10 @@ impl ServerHandle {
     pub async fn stats(&self) -> Option<BrokerStats> {
         let broker_tx = self.broker_tx.upgrade()?;
         let (reply_tx, reply_rx) = oneshot::channel();
-        broker_tx.send(Command::Stats { reply_tx }).await.ok()?;
+        broker_tx
+            .send(Command::Op(Op::Stats { reply_tx }))
+            .await
+            .ok()?;
         drop(broker_tx);
         reply_rx.await.ok()
     }

@@ -43,6 +43,8 @@ pub struct BrokerStats {
     pub rooms: Vec<RoomStats>,
     /// Running totals.
     pub counters: Counters,
+    /// Panics caught inside the broker's contained effects (should stay 0).
+    pub panics_caught: u64,
 }
 
 /// One room in a [`BrokerStats`] snapshot.
@@ -90,6 +92,21 @@ pub(crate) struct Rooms {
     counters: Counters,
 }
 
+/// What [`Rooms::leave`] hands back for the caller to drop. Dropping a `Sender` or a
+/// `Vec<Member>` runs tokio's channel-closing code, which the no_panic proof cannot
+/// see through, so proven code returns them instead of dropping them.
+#[derive(Debug)]
+#[allow(
+    dead_code,
+    reason = "fields are held only to be dropped outside the proven code"
+)]
+pub(crate) struct Left {
+    /// The departed member's outbox sender.
+    pub outbox_tx: mpsc::Sender<Message>,
+    /// The room's storage, when the departure emptied it.
+    pub emptied: Option<(Arc<str>, Vec<Member>)>,
+}
+
 impl Rooms {
     pub(crate) fn new(echo: bool) -> Self {
         Self {
@@ -99,9 +116,39 @@ impl Rooms {
         }
     }
 
-    /// Registers `id` in `room`. Registering an id twice is a caller bug that would
-    /// only duplicate deliveries; it cannot corrupt state.
-    pub(crate) fn join(&mut self, id: ConnId, room: Arc<str>, outbox_tx: mpsc::Sender<Message>) {
+    /// Registers `id` in an existing `room` whose storage has spare capacity, without
+    /// allocating. Hands `outbox_tx` back when the room does not exist yet or is at
+    /// capacity; the caller then uses [`Self::join_growing`].
+    #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
+    pub(crate) fn try_join(
+        &mut self,
+        id: ConnId,
+        room: &str,
+        outbox_tx: mpsc::Sender<Message>,
+    ) -> Result<(), mpsc::Sender<Message>> {
+        let Some(members) = self.rooms.get_mut(room) else {
+            return Err(outbox_tx);
+        };
+        if members.len() >= members.capacity() {
+            return Err(outbox_tx);
+        }
+        // Within capacity: `push` cannot reallocate, and the optimiser can see it.
+        members.push(Member {
+            id,
+            outbox_tx,
+            dropped: 0,
+        });
+        Ok(())
+    }
+
+    /// Registers `id` in `room`, creating the room or growing its storage. This
+    /// allocates, so it is not proven; the broker runs it contained.
+    pub(crate) fn join_growing(
+        &mut self,
+        id: ConnId,
+        room: Arc<str>,
+        outbox_tx: mpsc::Sender<Message>,
+    ) {
         self.rooms.entry(room).or_default().push(Member {
             id,
             outbox_tx,
@@ -109,23 +156,35 @@ impl Rooms {
         });
     }
 
-    /// Deregisters `id` from `room` and hands its outbox sender back for the caller
-    /// to drop. An unknown room or id is a no-op that returns `None`.
-    pub(crate) fn leave(&mut self, id: ConnId, room: &str) -> Option<mpsc::Sender<Message>> {
+    /// Deregisters `id` from `room` and hands back what must be dropped. An unknown
+    /// room or id is a no-op that returns `None`.
+    #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
+    pub(crate) fn leave(&mut self, id: ConnId, room: &str) -> Option<Left> {
         let members = self.rooms.get_mut(room)?;
         let pos = members.iter().position(|m| m.id == id)?;
-        // `pos` came from `position` on this vector, so it is in bounds; order of
-        // members does not matter, so the O(1) swap_remove is fine.
-        let removed = members.swap_remove(pos);
-        if members.is_empty() {
-            self.rooms.remove(room);
+        if pos >= members.len() {
+            return None; // cannot happen: `pos` came from this vector
         }
-        Some(removed.outbox_tx)
+        // Member order does not matter, so the O(1) swap_remove is fine.
+        let Member { outbox_tx, .. } = members.swap_remove(pos);
+        let emptied = if members.is_empty() {
+            self.rooms.remove_entry(room)
+        } else {
+            None
+        };
+        Some(Left { outbox_tx, emptied })
     }
 
     /// Removes a whole room, handing back its members for the caller to drop.
-    pub(crate) fn remove_room(&mut self, room: &str) -> Option<Vec<Member>> {
-        self.rooms.remove(room)
+    #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
+    pub(crate) fn remove_room(&mut self, room: &str) -> Option<(Arc<str>, Vec<Member>)> {
+        self.rooms.remove_entry(room)
+    }
+
+    /// Number of members of `room` (0 when it does not exist).
+    #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
+    pub(crate) fn member_count(&self, room: &str) -> usize {
+        self.rooms.get(room).map_or(0, Vec::len)
     }
 
     /// Fans `message` out to every member of `room`.
@@ -137,7 +196,10 @@ impl Rooms {
     ///   broker, the publishers, or the other members.
     /// - `Closed`: the member's writer is gone (it ended, or panicked) and its reader
     ///   has not deregistered yet. The member is removed right here by `retain_mut`.
-    pub(crate) fn publish(&mut self, from: ConnId, room: &str, message: &Message) {
+    ///
+    /// Not proven (tokio's `try_send` and cloning a `Message` are opaque to the
+    /// proof); the broker runs it contained.
+    pub(crate) fn publish(&mut self, from: ConnId, room: &str, message: Message) {
         self.counters.published = self.counters.published.wrapping_add(1);
         let Some(members) = self.rooms.get_mut(room) else {
             // The publisher's room is gone (its membership was dropped by the broker
@@ -172,7 +234,7 @@ impl Rooms {
     }
 
     /// A snapshot for [`crate::ServerHandle::stats`]. Allocates; not on the hot path.
-    pub(crate) fn stats(&self) -> BrokerStats {
+    pub(crate) fn stats(&self, panics_caught: u64) -> BrokerStats {
         let mut rooms: Vec<RoomStats> = self
             .rooms
             .iter()
@@ -195,6 +257,7 @@ impl Rooms {
         BrokerStats {
             rooms,
             counters: self.counters,
+            panics_caught,
         }
     }
 }
@@ -202,6 +265,14 @@ impl Rooms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Rooms {
+        fn join(&mut self, id: ConnId, room: Arc<str>, tx: mpsc::Sender<Message>) {
+            if let Err(tx) = self.try_join(id, &room, tx) {
+                self.join_growing(id, room, tx);
+            }
+        }
+    }
 
     fn text(s: &'static str) -> Message {
         Message::text(s)
@@ -216,11 +287,11 @@ mod tests {
         rooms.join(ConnId(1), Arc::from("/a"), a_tx);
         rooms.join(ConnId(2), Arc::from("/a"), b_tx);
         rooms.join(ConnId(3), Arc::from("/c"), c_tx);
-        rooms.publish(ConnId(1), "/a", &text("hi"));
+        rooms.publish(ConnId(1), "/a", text("hi"));
         assert_eq!(a_rx.try_recv().unwrap(), text("hi"));
         assert_eq!(b_rx.try_recv().unwrap(), text("hi"));
         assert!(c_rx.try_recv().is_err());
-        assert_eq!(rooms.stats().counters.delivered, 2);
+        assert_eq!(rooms.stats(0).counters.delivered, 2);
     }
 
     #[test]
@@ -230,7 +301,7 @@ mod tests {
         let (b_tx, mut b_rx) = mpsc::channel(4);
         rooms.join(ConnId(1), Arc::from("/a"), a_tx);
         rooms.join(ConnId(2), Arc::from("/a"), b_tx);
-        rooms.publish(ConnId(1), "/a", &text("hi"));
+        rooms.publish(ConnId(1), "/a", text("hi"));
         assert!(a_rx.try_recv().is_err());
         assert_eq!(b_rx.try_recv().unwrap(), text("hi"));
     }
@@ -243,12 +314,12 @@ mod tests {
         rooms.join(ConnId(1), Arc::from("/r"), slow_tx);
         rooms.join(ConnId(2), Arc::from("/r"), fast_tx);
         for _ in 0..3 {
-            rooms.publish(ConnId(2), "/r", &text("m"));
+            rooms.publish(ConnId(2), "/r", text("m"));
         }
         for _ in 0..3 {
             assert_eq!(fast_rx.try_recv().unwrap(), text("m"));
         }
-        let stats = rooms.stats();
+        let stats = rooms.stats(0);
         let slow = stats
             .room("/r")
             .unwrap()
@@ -269,9 +340,9 @@ mod tests {
         let (live_tx, mut live_rx) = mpsc::channel(1);
         rooms.join(ConnId(1), Arc::from("/r"), dead_tx);
         rooms.join(ConnId(2), Arc::from("/r"), live_tx);
-        rooms.publish(ConnId(2), "/r", &text("m"));
+        rooms.publish(ConnId(2), "/r", text("m"));
         assert_eq!(live_rx.try_recv().unwrap(), text("m"));
-        let stats = rooms.stats();
+        let stats = rooms.stats(0);
         assert_eq!(stats.members("/r"), 1);
         assert_eq!(stats.counters.dropped_closed, 1);
     }
@@ -283,9 +354,21 @@ mod tests {
         rooms.join(ConnId(1), Arc::from("/r"), tx);
         assert!(rooms.leave(ConnId(9), "/r").is_none());
         assert!(rooms.leave(ConnId(1), "/nope").is_none());
-        assert_eq!(rooms.stats().members("/r"), 1);
+        assert_eq!(rooms.stats(0).members("/r"), 1);
         assert!(rooms.leave(ConnId(1), "/r").is_some());
         assert!(rooms.leave(ConnId(1), "/r").is_none());
-        assert!(rooms.stats().rooms.is_empty());
+        assert!(rooms.stats(0).rooms.is_empty());
+    }
+
+    #[test]
+    fn try_join_needs_an_existing_room_with_spare_capacity() {
+        let mut rooms = Rooms::new(true);
+        let (tx, _rx) = mpsc::channel(1);
+        let tx = rooms.try_join(ConnId(1), "/r", tx).unwrap_err();
+        rooms.join_growing(ConnId(1), Arc::from("/r"), tx);
+        assert_eq!(rooms.member_count("/r"), 1);
+        let left = rooms.leave(ConnId(1), "/r").unwrap();
+        assert!(left.emptied.is_some(), "the last member empties the room");
+        assert_eq!(rooms.member_count("/r"), 0);
     }
 }

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::{CLOSE_LINGER, Stop};
-use crate::broker::{Command, ConnId};
+use crate::broker::{Command, ConnId, Op};
 
 /// Reads client messages and forwards data messages to the broker until the
 /// connection ends. Returns the close code this side asked the writer to send, if any.
@@ -60,11 +60,11 @@ pub(crate) async fn run(
                     // Close reply, and is not forwarded.
                     continue;
                 }
-                let publish = Command::Publish {
+                let publish = Command::Op(Op::Publish {
                     from: id,
                     room: Arc::clone(room),
                     message,
-                };
+                });
                 tokio::select! {
                     biased;
                     sent = broker_tx.send(publish) => {
