@@ -11,15 +11,16 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 
-use crate::broker::rooms::Rooms;
+use crate::broker::rooms::{Member, Rooms};
 use crate::broker::{Broker, ConnId, Op, Settings};
+use crate::config::SlowConsumer;
 
 /// Links (and runs once) every `no_panic`-annotated function.
 pub fn link_all() {
-    let mut broker = Broker::new(Settings {
-        echo: black_box(true),
-    });
+    let settings = Settings { echo: black_box(true), slow_consumer: black_box(SlowConsumer::Disconnect) };
+    let mut broker = Broker::new(settings);
     let room: Arc<str> = Arc::from(black_box("/audit"));
     let (outbox_tx, mut outbox_rx) = mpsc::channel::<Message>(black_box(4));
     let (stats_tx, stats_rx) = oneshot::channel();
@@ -28,34 +29,24 @@ pub fn link_all() {
             id: ConnId(1),
             room: Arc::clone(&room),
             outbox_tx: outbox_tx.clone(),
+            kick: CancellationToken::new(),
         },
-        Op::Join {
-            id: ConnId(2),
-            room: Arc::clone(&room),
-            outbox_tx,
-        },
-        Op::Publish {
-            from: ConnId(1),
-            room: Arc::clone(&room),
-            message: Message::text("audit"),
-        },
-        Op::Leave {
-            id: ConnId(2),
-            room: Arc::clone(&room),
-        },
+        Op::Join { id: ConnId(2), room: Arc::clone(&room), outbox_tx, kick: CancellationToken::new() },
+        Op::Publish { from: ConnId(1), room: Arc::clone(&room), message: Message::text("audit") },
+        Op::Leave { id: ConnId(2), room: Arc::clone(&room) },
         Op::Stats { reply_tx: stats_tx },
     ] {
         black_box(&mut broker).handle(black_box(op));
     }
     let delivered = outbox_rx.try_recv().is_ok();
 
-    let mut rooms = Rooms::new(black_box(false));
+    let mut rooms = Rooms::new(settings);
     let (tx, _rx) = mpsc::channel::<Message>(black_box(1));
-    let tx = black_box(&mut rooms).try_join(ConnId(3), black_box("/r"), tx);
-    black_box(&tx);
+    let member = Member::new(ConnId(3), tx, CancellationToken::new());
+    let joined = black_box(&mut rooms).try_join(member, black_box("/r"));
+    black_box(&joined);
     black_box(black_box(&mut rooms).leave(ConnId(3), black_box("/r")));
     black_box(black_box(&mut rooms).remove_room(black_box("/r")));
-    black_box(black_box(&rooms).member_count(black_box("/r")));
 
     #[cfg(feature = "no-panic-negative-control")]
     black_box(negative_control(black_box(&[1, 2, 3]), black_box(7)));
@@ -67,10 +58,7 @@ pub fn link_all() {
 /// must reject it and the audit build must fail.
 #[cfg(feature = "no-panic-negative-control")]
 #[no_panic::no_panic]
-#[expect(
-    clippy::indexing_slicing,
-    reason = "the negative control must be able to panic"
-)]
+#[expect(clippy::indexing_slicing, reason = "the negative control must be able to panic")]
 pub fn negative_control(xs: &[u8], i: usize) -> u8 {
     xs[i]
 }

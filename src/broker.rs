@@ -23,9 +23,11 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 
-use self::rooms::Rooms;
 pub use self::rooms::{BrokerStats, Counters, MemberStats, RoomStats};
+use self::rooms::{Member, Rooms};
+use crate::config::SlowConsumer;
 
 /// Identifies one connection for the whole life of the server process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,20 +59,16 @@ pub(crate) enum Op {
         id: ConnId,
         room: Arc<str>,
         outbox_tx: mpsc::Sender<Message>,
+        /// Cancelled by the broker to disconnect this member as a slow consumer.
+        kick: CancellationToken,
     },
     /// Deliver `message` to every member of `room` (except `from` with `--no-echo`).
-    Publish {
-        from: ConnId,
-        room: Arc<str>,
-        message: Message,
-    },
+    Publish { from: ConnId, room: Arc<str>, message: Message },
     /// Deregister a connection. Unknown ids and rooms are a no-op.
     Leave { id: ConnId, room: Arc<str> },
     /// Report the broker's state. The asker may have given up, in which case the
     /// reply has nowhere to go and is dropped.
-    Stats {
-        reply_tx: oneshot::Sender<BrokerStats>,
-    },
+    Stats { reply_tx: oneshot::Sender<BrokerStats> },
 }
 
 /// Fault injection used by the integration tests to reach failure locations that a
@@ -83,10 +81,7 @@ pub enum Hook {
     /// keep all room state alive until `release_rx` fires (or its sender is dropped).
     /// Afterwards the broker drains its inbox and `recv` returns `None` (location ②).
     /// `closed_tx` fires once the inbox is closed.
-    CloseInbox {
-        closed_tx: oneshot::Sender<()>,
-        release_rx: oneshot::Receiver<()>,
-    },
+    CloseInbox { closed_tx: oneshot::Sender<()>, release_rx: oneshot::Receiver<()> },
     /// Stop taking commands (without closing the inbox) until `release_rx` fires, as
     /// a broker that cannot keep up would: the inbox fills and readers wait (①).
     Pause { release_rx: oneshot::Receiver<()> },
@@ -105,6 +100,8 @@ pub enum Hook {
 pub(crate) struct Settings {
     /// Deliver a message back to its sender too.
     pub echo: bool,
+    /// What to do when a member's outbox is full.
+    pub slow_consumer: SlowConsumer,
 }
 
 /// The broker's state: rooms, and a count of panics caught in contained effects.
@@ -116,10 +113,7 @@ pub(crate) struct Broker {
 
 impl Broker {
     pub(crate) fn new(settings: Settings) -> Self {
-        Self {
-            rooms: Rooms::new(settings.echo),
-            panics_caught: 0,
-        }
+        Self { rooms: Rooms::new(settings), panics_caught: 0 }
     }
 
     /// Handles one operation. Proven not to unwind under the `no-panic` feature.
@@ -134,19 +128,13 @@ impl Broker {
     pub(crate) fn handle(&mut self, op: Op) {
         let rooms = &mut self.rooms;
         let caught = match op {
-            Op::Join {
-                id,
-                room,
-                outbox_tx,
-            } => match rooms.try_join(id, &room, outbox_tx) {
-                Ok(()) => contain(move || drop(room)),
-                Err(outbox_tx) => contain(move || rooms.join_growing(id, room, outbox_tx)),
-            },
-            Op::Publish {
-                from,
-                room,
-                message,
-            } => contain(move || rooms.publish(from, &room, message)),
+            Op::Join { id, room, outbox_tx, kick } => {
+                match rooms.try_join(Member::new(id, outbox_tx, kick), &room) {
+                    Ok(()) => contain(move || drop(room)),
+                    Err(member) => contain(move || rooms.join_growing(member, room)),
+                }
+            }
+            Op::Publish { from, room, message } => contain(move || rooms.publish(from, &room, message)),
             Op::Leave { id, room } => {
                 let left = rooms.leave(id, &room);
                 contain(move || drop((left, room)))
@@ -205,10 +193,7 @@ pub(crate) async fn run(mut inbox_rx: mpsc::Receiver<Command>, settings: Setting
 /// Carries out a test hook. Test-only, so not part of the proven path.
 async fn run_hook(hook: Hook, inbox_rx: &mut mpsc::Receiver<Command>, broker: &mut Broker) {
     match hook {
-        Hook::CloseInbox {
-            closed_tx,
-            release_rx,
-        } => {
+        Hook::CloseInbox { closed_tx, release_rx } => {
             tracing::warn!("test hook: closing the broker inbox");
             inbox_rx.close();
             if closed_tx.send(()).is_err() {
@@ -224,15 +209,9 @@ async fn run_hook(hook: Hook, inbox_rx: &mut mpsc::Receiver<Command>, broker: &m
         Hook::AddDeadMember { room, id } => {
             let (outbox_tx, outbox_rx) = mpsc::channel(1);
             drop(outbox_rx);
-            broker.handle(Op::Join {
-                id,
-                room: Arc::from(room),
-                outbox_tx,
-            });
+            let kick = CancellationToken::new();
+            broker.handle(Op::Join { id, room: Arc::from(room), outbox_tx, kick });
         }
-        Hook::Leave { room, id } => broker.handle(Op::Leave {
-            id,
-            room: Arc::from(room),
-        }),
+        Hook::Leave { room, id } => broker.handle(Op::Leave { id, room: Arc::from(room) }),
     }
 }

@@ -1,22 +1,39 @@
 //! Command-line and environment configuration, validated before anything starts.
 //!
 //! Every value that could reach a panicking API (`mpsc::channel(0)`, a capacity above
-//! tokio's semaphore limit, `Instant + Duration` overflow) is bounded here, so a bad
-//! value is a clear error and exit status 2, never a panic later.
+//! tokio's semaphore limit, `interval(Duration::ZERO)`, `Instant + Duration` overflow,
+//! tungstenite's write-buffer assertion) is bounded here, so a bad value is a clear
+//! error and exit status 2, never a panic later. Single values are checked by their
+//! parsers; relations between values by [`Config::validate`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Largest accepted channel capacity. tokio's `mpsc::channel` panics above
 /// `usize::MAX >> 3`; a million queued messages per channel is already far beyond
 /// any useful buffering, so anything larger is rejected as a configuration error.
 pub const MAX_CAPACITY: usize = 1 << 20;
 
+/// Largest accepted `--max-connections`. tokio's `Semaphore::new` panics above
+/// `usize::MAX >> 3`; ten million sockets is beyond any one process's reach anyway.
+pub const MAX_CONNECTIONS: usize = 10_000_000;
+
 /// Longest accepted duration for any timeout. Keeping durations at or below a day
 /// means `Instant::now() + d` cannot overflow on any platform tokio supports.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Largest accepted message size (1 GiB). Far above any sane setting; it only keeps
+/// the buffer arithmetic derived from it far away from overflow.
+pub const MAX_MESSAGE_SIZE: usize = 1 << 30;
+
+/// Largest accepted tungstenite buffer (16 MiB).
+pub const MAX_BUFFER_SIZE: usize = 16 << 20;
+
+/// The largest WebSocket frame header (2 + 8 length bytes + 4 mask bytes).
+const MAX_FRAME_HEADER: usize = 14;
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -27,18 +44,23 @@ pub enum LogFormat {
     Json,
 }
 
+/// What the broker does when a member's outbox is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SlowConsumer {
+    /// Drop the message for that member only, and count it (the design notes).
+    Drop,
+    /// Close that member's connection with 1008 "slow consumer" (NATS, Redis,
+    /// Centrifugo behaviour).
+    Disconnect,
+}
+
 /// wsbroker: a WebSocket room broker. The request path names the room; every text or
 /// binary message a client sends is delivered to every member of its room.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "wsbroker", version, about, long_about = None)]
 pub struct Config {
     /// Address to listen on for WebSocket connections.
-    #[arg(
-        long,
-        env = "WSBROKER_LISTEN",
-        value_name = "ADDR",
-        default_value = "127.0.0.1:8080"
-    )]
+    #[arg(long, env = "WSBROKER_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
     /// Capacity of the one channel from all readers to the broker. When it is full,
@@ -47,8 +69,8 @@ pub struct Config {
           value_parser = parse_capacity)]
     pub broker_capacity: usize,
 
-    /// Capacity of each connection's outbox (broker to writer). When it is full, the
-    /// broker drops the message for that connection only and counts the drop.
+    /// Capacity of each connection's outbox (broker to writer), in messages. When it
+    /// is full, see --slow-consumer.
     #[arg(long, env = "WSBROKER_OUTBOX_CAPACITY", value_name = "N", default_value_t = 256,
           value_parser = parse_capacity)]
     pub outbox_capacity: usize,
@@ -56,6 +78,71 @@ pub struct Config {
     /// Do not deliver a message back to the connection that sent it.
     #[arg(long, env = "WSBROKER_NO_ECHO")]
     pub no_echo: bool,
+
+    /// What to do when a member's outbox is full: drop the message for that member
+    /// (counted), or disconnect it with Close 1008.
+    #[arg(long, env = "WSBROKER_SLOW_CONSUMER", value_enum, default_value_t = SlowConsumer::Drop)]
+    pub slow_consumer: SlowConsumer,
+
+    /// Largest message (and frame) a client may send, e.g. "64KiB", "16MiB". Larger
+    /// ones close the connection with 1009.
+    #[arg(long, env = "WSBROKER_MAX_MESSAGE_SIZE", value_name = "BYTES", default_value = "64KiB",
+          value_parser = parse_message_size)]
+    pub max_message_size: usize,
+
+    /// Per-connection read buffer, allocated for every connection.
+    #[arg(long, env = "WSBROKER_READ_BUFFER_SIZE", value_name = "BYTES", default_value = "4KiB",
+          value_parser = parse_buffer_size)]
+    pub read_buffer_size: usize,
+
+    /// Per-connection write buffer: outgoing frames are gathered up to this size
+    /// before a write; the buffer may hold at most this plus one frame.
+    #[arg(long, env = "WSBROKER_WRITE_BUFFER_SIZE", value_name = "BYTES", default_value = "16KiB",
+          value_parser = parse_buffer_size)]
+    pub write_buffer_size: usize,
+
+    /// Most simultaneous WebSocket connections; beyond it handshakes get HTTP 503.
+    #[arg(long, env = "WSBROKER_MAX_CONNECTIONS", value_name = "N", default_value_t = 65_536,
+          value_parser = parse_max_connections)]
+    pub max_connections: usize,
+
+    /// Longest room name (request path, in bytes); longer ones get HTTP 414.
+    #[arg(long, env = "WSBROKER_MAX_ROOM_LENGTH", value_name = "BYTES", default_value_t = 1024,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_room_length: u16,
+
+    /// A client must complete the WebSocket handshake within this time.
+    #[arg(long, env = "WSBROKER_HANDSHAKE_TIMEOUT", value_name = "DURATION", default_value = "5s",
+          value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// The server pings every connection this often.
+    #[arg(long, env = "WSBROKER_PING_INTERVAL", value_name = "DURATION", default_value = "30s",
+          value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// A connection from which nothing (not even a pong) arrives for this long is
+    /// closed with 1001. Must be longer than --ping-interval.
+    #[arg(long, env = "WSBROKER_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s",
+          value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// A write to a client that does not complete within this time ends its
+    /// connection, so a stalled peer cannot hold a task and its buffers forever.
+    #[arg(long, env = "WSBROKER_WRITE_TIMEOUT", value_name = "DURATION", default_value = "10s",
+          value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Accept handshakes only from this Origin (repeatable). Without it every origin
+    /// is allowed. Requests without an Origin header (non-browser clients) are
+    /// allowed either way. Others get HTTP 403.
+    #[arg(
+        long = "allowed-origin",
+        env = "WSBROKER_ALLOWED_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
 
     /// On SIGINT/SIGTERM, how long to wait for connections to close after sending
     /// them Close 1001 (e.g. "5s", "500ms").
@@ -68,29 +155,107 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// A configuration whose values are each valid but do not fit together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Idle connections would be closed between two pings.
+    #[error("--idle-timeout ({idle:?}) must be longer than --ping-interval ({ping:?})")]
+    IdleNotAbovePing {
+        /// The idle timeout.
+        idle: Duration,
+        /// The ping interval.
+        ping: Duration,
+    },
+    /// A value outside its range (only reachable through a hand-built `Config`).
+    #[error("{0} is out of range")]
+    OutOfRange(&'static str),
+}
+
 impl Config {
     /// A configuration with every default, listening on an ephemeral loopback port.
-    /// Tests and embedders start from this and change what they need.
+    /// Tests and embedders start from this and change what they need; a unit test
+    /// keeps it equal to the command line's defaults.
     pub fn ephemeral() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             broker_capacity: 1024,
             outbox_capacity: 256,
             no_echo: false,
+            slow_consumer: SlowConsumer::Drop,
+            max_message_size: 64 << 10,
+            read_buffer_size: 4 << 10,
+            write_buffer_size: 16 << 10,
+            max_connections: 65_536,
+            max_room_length: 1024,
+            handshake_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+            allowed_origins: Vec::new(),
             shutdown_timeout: Duration::from_secs(5),
             log_format: LogFormat::Text,
         }
+    }
+
+    /// Checks what the single-value parsers cannot: relations between values, and
+    /// every range again for a `Config` built by hand rather than parsed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let capacity = 1..=MAX_CAPACITY;
+        let duration = |d: Duration| !d.is_zero() && d <= MAX_DURATION;
+        let checks: [(bool, &'static str); 11] = [
+            (capacity.contains(&self.broker_capacity), "--broker-capacity"),
+            (capacity.contains(&self.outbox_capacity), "--outbox-capacity"),
+            ((1..=MAX_MESSAGE_SIZE).contains(&self.max_message_size), "--max-message-size"),
+            ((1..=MAX_BUFFER_SIZE).contains(&self.read_buffer_size), "--read-buffer-size"),
+            ((1..=MAX_BUFFER_SIZE).contains(&self.write_buffer_size), "--write-buffer-size"),
+            ((1..=MAX_CONNECTIONS).contains(&self.max_connections), "--max-connections"),
+            (self.max_room_length >= 1, "--max-room-length"),
+            (duration(self.handshake_timeout), "--handshake-timeout"),
+            (duration(self.ping_interval) && duration(self.idle_timeout), "--ping-interval/--idle-timeout"),
+            (duration(self.write_timeout), "--write-timeout"),
+            (duration(self.shutdown_timeout), "--shutdown-timeout"),
+        ];
+        if let Some((_, name)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err(ConfigError::OutOfRange(name));
+        }
+        if self.idle_timeout <= self.ping_interval {
+            return Err(ConfigError::IdleNotAbovePing { idle: self.idle_timeout, ping: self.ping_interval });
+        }
+        Ok(())
+    }
+
+    /// tungstenite's per-connection settings. `max_write_buffer_size` is the write
+    /// buffer plus one largest frame, which is what the buffer can reach before the
+    /// writer waits for the socket; it is always above `write_buffer_size`, which
+    /// tungstenite asserts (a panic) when it accepts a connection.
+    pub fn websocket_config(&self) -> WebSocketConfig {
+        let max_write = self
+            .write_buffer_size
+            .saturating_add(self.max_message_size)
+            .saturating_add(MAX_FRAME_HEADER)
+            .max(self.write_buffer_size.saturating_add(1));
+        WebSocketConfig::default()
+            .read_buffer_size(self.read_buffer_size)
+            .write_buffer_size(self.write_buffer_size)
+            .max_write_buffer_size(max_write)
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_message_size))
     }
 }
 
 /// Parses a channel capacity: a whole number from 1 to [`MAX_CAPACITY`].
 fn parse_capacity(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a whole number"))?;
-    if n == 0 || n > MAX_CAPACITY {
-        return Err(format!("must be between 1 and {MAX_CAPACITY}"));
+    parse_in_range(s, 1, MAX_CAPACITY)
+}
+
+fn parse_max_connections(s: &str) -> Result<usize, String> {
+    parse_in_range(s, 1, MAX_CONNECTIONS)
+}
+
+fn parse_in_range(s: &str, min: usize, max: usize) -> Result<usize, String> {
+    let n: usize = s.trim().parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    if n < min || n > max {
+        return Err(format!("must be between {min} and {max}"));
     }
     Ok(n)
 }
@@ -102,6 +267,36 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("must be above zero and at most 24h".to_owned());
     }
     Ok(d)
+}
+
+fn parse_message_size(s: &str) -> Result<usize, String> {
+    parse_size(s, MAX_MESSAGE_SIZE)
+}
+
+fn parse_buffer_size(s: &str) -> Result<usize, String> {
+    parse_size(s, MAX_BUFFER_SIZE)
+}
+
+/// Parses a byte size: a whole number with an optional binary unit (`B`, `K`/`KiB`,
+/// `M`/`MiB`, `G`/`GiB`, any case), from 1 to `max`.
+fn parse_size(s: &str, max: usize) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = (t.get(..split).unwrap_or(""), t.get(split..).unwrap_or("").trim());
+    let n: usize =
+        digits.parse().map_err(|_| format!("'{s}' is not a size such as 65536, 64KiB or 16MiB"))?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        _ => return Err(format!("'{unit}' is not a unit (use B, KiB, MiB or GiB)")),
+    };
+    let bytes = n.checked_shl(shift).filter(|b| b.checked_shr(shift) == Some(n));
+    match bytes {
+        Some(b) if (1..=max).contains(&b) => Ok(b),
+        _ => Err(format!("must be between 1 byte and {} MiB", max >> 20)),
+    }
 }
 
 #[cfg(test)]
@@ -125,12 +320,42 @@ mod tests {
     }
 
     #[test]
-    fn defaults_match_ephemeral() {
+    fn sizes_parse_with_units_and_are_bounded() {
+        assert_eq!(parse_size("65536", MAX_MESSAGE_SIZE), Ok(65536));
+        assert_eq!(parse_size("64KiB", MAX_MESSAGE_SIZE), Ok(65536));
+        assert_eq!(parse_size("16m", MAX_MESSAGE_SIZE), Ok(16 << 20));
+        assert!(parse_size("0", MAX_MESSAGE_SIZE).is_err());
+        assert!(parse_size("2GiB", MAX_MESSAGE_SIZE).is_err());
+        assert!(parse_size("99999999999999999999G", MAX_MESSAGE_SIZE).is_err());
+        assert!(parse_size("18446744073709551615G", MAX_MESSAGE_SIZE).is_err());
+        assert!(parse_size("12 parsecs", MAX_MESSAGE_SIZE).is_err());
+    }
+
+    #[test]
+    fn defaults_match_ephemeral_and_validate() {
         let parsed = Config::try_parse_from(["wsbroker", "--listen", "127.0.0.1:0"]).unwrap();
         let e = Config::ephemeral();
-        assert_eq!(parsed.listen, e.listen);
-        assert_eq!(parsed.broker_capacity, e.broker_capacity);
-        assert_eq!(parsed.outbox_capacity, e.outbox_capacity);
-        assert_eq!(parsed.shutdown_timeout, e.shutdown_timeout);
+        assert_eq!(format!("{parsed:?}"), format!("{e:?}"));
+        assert_eq!(e.validate(), Ok(()));
+    }
+
+    #[test]
+    fn idle_must_exceed_ping_and_hand_built_values_are_checked() {
+        let mut c = Config::ephemeral();
+        c.idle_timeout = c.ping_interval;
+        assert!(matches!(c.validate(), Err(ConfigError::IdleNotAbovePing { .. })));
+        let mut c = Config::ephemeral();
+        c.outbox_capacity = 0;
+        assert_eq!(c.validate(), Err(ConfigError::OutOfRange("--outbox-capacity")));
+    }
+
+    #[test]
+    fn websocket_config_satisfies_tungstenites_assertion() {
+        let mut c = Config::ephemeral();
+        c.write_buffer_size = MAX_BUFFER_SIZE;
+        c.max_message_size = MAX_MESSAGE_SIZE;
+        let ws = c.websocket_config();
+        assert!(ws.max_write_buffer_size > ws.write_buffer_size);
+        assert_eq!(ws.max_message_size, Some(MAX_MESSAGE_SIZE));
     }
 }

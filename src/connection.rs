@@ -46,8 +46,13 @@ pub(crate) enum Stop {
     /// The peer closed (its Close frame is answered by the protocol layer) or
     /// vanished: there is nothing left for the writer to send.
     PeerGone,
-    /// Send this Close frame, then end.
+    /// Send this Close frame now, then end.
     Close(CloseCode, &'static str),
+    /// First deliver what the broker already queued for this connection (until the
+    /// broker, handling the reader's deregistration, closes the outbox), then send
+    /// this Close frame. Used for protocol errors, so that messages the client sent
+    /// before its bad frame are still echoed to it, in order (RFC 6455 strictness).
+    CloseAfterDrain(CloseCode, &'static str),
 }
 
 /// Everything a connection needs from the server.
@@ -59,6 +64,12 @@ pub(crate) struct Context {
     pub outbox_capacity: usize,
     /// Cancelled when the server shuts down: writers send Close 1001.
     pub shutdown: CancellationToken,
+    /// Close a connection from which nothing arrives for this long.
+    pub idle_timeout: Duration,
+    /// Ping every connection this often.
+    pub ping_interval: Duration,
+    /// End a connection whose socket write does not complete in this time.
+    pub write_timeout: Duration,
 }
 
 /// Runs one upgraded connection to its end: registers it with the broker, runs the
@@ -82,32 +93,28 @@ pub(crate) async fn run(
         let (stop_tx, stop_rx) = oneshot::channel();
         // Writer to reader: cancelled when the writer ends, whatever the reason.
         let writer_done = CancellationToken::new();
+        // Broker to writer: cancelled by the broker to disconnect a slow consumer
+        // (`--slow-consumer disconnect`); the writer then sends Close 1008.
+        let kick = CancellationToken::new();
 
-        let writer = tokio::spawn(
-            writer::run(
-                ws_tx,
-                outbox_rx,
-                stop_rx,
-                ctx.shutdown.clone(),
-                writer_done.clone().drop_guard(),
-            )
-            .in_current_span(),
-        );
+        let signals = writer::Signals {
+            stop_rx,
+            shutdown: ctx.shutdown.clone(),
+            kick: kick.clone(),
+            _done: writer_done.clone().drop_guard(),
+        };
+        let timing = writer::Timing { ping_interval: ctx.ping_interval, write_timeout: ctx.write_timeout };
+        let writer = tokio::spawn(writer::run(ws_tx, outbox_rx, signals, timing).in_current_span());
 
-        let join = Command::Op(Op::Join {
-            id,
-            room: Arc::clone(&room),
-            outbox_tx,
-        });
+        let join = Command::Op(Op::Join { id, room: Arc::clone(&room), outbox_tx, kick });
         let close = if ctx.broker_tx.send(join).await.is_ok() {
-            reader::run(ws_rx, id, &room, &ctx.broker_tx, stop_tx, &writer_done).await
+            let reader =
+                reader::Reader { id, room: &room, broker_tx: &ctx.broker_tx, idle_timeout: ctx.idle_timeout };
+            reader.run(ws_rx, stop_tx, &writer_done).await
         } else {
             // Location ①: the broker is gone before we could even register.
             tracing::debug!("broker gone before registration");
-            if stop_tx
-                .send(Stop::Close(CloseCode::Error, "broker unavailable"))
-                .is_err()
-            {
+            if stop_tx.send(Stop::Close(CloseCode::Error, "broker unavailable")).is_err() {
                 tracing::debug!("writer already ended");
             }
             None
@@ -116,15 +123,7 @@ pub(crate) async fn run(
         // Deregister. Unknown ids are a no-op in the broker, so this is safe even when
         // the broker already dropped us (location ⑤); if the broker itself is gone
         // (location ①) there is nothing left to deregister from.
-        if ctx
-            .broker_tx
-            .send(Command::Op(Op::Leave {
-                id,
-                room: Arc::clone(&room),
-            }))
-            .await
-            .is_err()
-        {
+        if ctx.broker_tx.send(Command::Op(Op::Leave { id, room: Arc::clone(&room) })).await.is_err() {
             tracing::debug!("broker gone; nothing to deregister from");
         }
         match writer.await {
@@ -140,8 +139,5 @@ pub(crate) async fn run(
 
 /// Builds a Close frame with a static reason.
 pub(crate) fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
-    CloseFrame {
-        code,
-        reason: reason.into(),
-    }
+    CloseFrame { code, reason: reason.into() }
 }

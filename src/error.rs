@@ -8,6 +8,10 @@ use std::net::SocketAddr;
 /// Why the server could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The configuration is invalid (only reachable with a hand-built `Config`; the
+    /// command line is validated before the server is built).
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
     /// The listening socket could not be bound (address in use, permission, ...).
     #[error("cannot listen on {addr}: {source}")]
     Bind {

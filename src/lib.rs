@@ -10,7 +10,8 @@
 //! - [`broker`]: the one task that owns all room state (locations ② and ④).
 //! - [`config`]: command-line flags, validated so no value can reach a panicking API.
 //! - [`error`]: why the server could not start or had to stop.
-//! - [`shutdown`], [`logging`], [`panic_hook`]: process plumbing for the binary.
+//! - [`shutdown`], [`logging`], [`panic_hook`], [`fd_limit`]: process plumbing for the
+//!   binary.
 
 #[cfg(feature = "no-panic")]
 #[doc(hidden)]
@@ -19,6 +20,7 @@ pub mod broker;
 pub mod config;
 pub(crate) mod connection;
 pub mod error;
+pub mod fd_limit;
 pub mod logging;
 pub mod panic_hook;
 pub mod server;

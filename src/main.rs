@@ -15,15 +15,16 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return clap_exit(&e),
     };
+    if let Err(e) = config.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     wsbroker::logging::init(config.log_format);
     wsbroker::panic_hook::install();
 
     // Built by hand rather than with #[tokio::main], whose generated code `expect`s
     // on runtime construction; a failure here becomes an error line and status 1.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let max_connections = config.max_connections;
         let server = match Server::bind(config).await {
             Ok(server) => server,
             Err(e) => {
@@ -38,6 +40,8 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        // After the bind, so that a configuration error stays a single line.
+        wsbroker::fd_limit::raise(max_connections);
         match server.run(wsbroker::shutdown::signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             // The broker stopped (or another fatal error): one line naming the cause,
@@ -62,10 +66,7 @@ fn clap_exit(e: &clap::Error) -> ExitCode {
         }
         _ => {
             let rendered = e.render().to_string();
-            let line = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("error: invalid arguments");
+            let line = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: invalid arguments");
             eprintln!("{line}");
             ExitCode::from(2)
         }

@@ -17,13 +17,8 @@ pub fn install() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             PANICS.fetch_add(1, Ordering::Relaxed);
-            let location = info
-                .location()
-                .map(|l| format!("{}:{}", l.file(), l.line()));
-            tracing::error!(
-                location = location.as_deref().unwrap_or("unknown"),
-                "panic: {info}"
-            );
+            let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+            tracing::error!(location = location.as_deref().unwrap_or("unknown"), "panic: {info}");
             previous(info);
         }));
     });

@@ -1,4 +1,5 @@
-//! The accept loop: binds, upgrades connections, supervises the broker, shuts down.
+//! The accept loop: binds, admits and upgrades connections, supervises the broker,
+//! shuts down.
 //!
 //! [`Server::run`] owns the listener, the broker task and a `JoinSet` of connection
 //! tasks. It ends in one of two ways:
@@ -8,6 +9,12 @@
 //! - the broker task ends while the server still runs: stop accepting. The broker's
 //!   room state died with it, so every writer's outbox closes and each connection is
 //!   closed with 1011 (location ⑤); return [`Error::BrokerStopped`].
+//!
+//! Admission, before any WebSocket state exists: at most `--max-connections` admitted
+//! sockets (beyond: HTTP 503), the handshake within `--handshake-timeout`, the path
+//! within `--max-room-length` (beyond: HTTP 414), the Origin in `--allowed-origin`
+//! when given (otherwise: HTTP 403). tungstenite itself rejects a request header
+//! larger than 64 KiB.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,9 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::{JoinError, JoinSet};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, BrokerStats, Command, ConnId, Hook, Op};
@@ -30,6 +38,11 @@ use crate::error::{BrokerStop, Error};
 /// free descriptors.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How many over-limit connections may be in the middle of receiving their HTTP 503
+/// at once. Beyond this the socket is closed without a response: under a connection
+/// flood, answering politely must not itself become unbounded work.
+const MAX_PENDING_REJECTIONS: usize = 64;
+
 /// A bound server, ready to [`run`](Self::run).
 #[derive(Debug)]
 pub struct Server {
@@ -39,6 +52,8 @@ pub struct Server {
     /// connection; the broker task holds `broker_rx` once running.
     broker_tx: mpsc::Sender<Command>,
     broker_rx: mpsc::Receiver<Command>,
+    /// One permit per admitted connection, held until the connection ends.
+    admission: Arc<Semaphore>,
 }
 
 /// A cheap handle for observing (and, in tests, injecting faults into) a server.
@@ -48,28 +63,23 @@ pub struct Server {
 #[derive(Debug, Clone)]
 pub struct ServerHandle {
     broker_tx: mpsc::WeakSender<Command>,
+    admission: Arc<Semaphore>,
+    max_connections: usize,
 }
 
 impl Server {
-    /// Binds the listening socket. Fails with [`Error::Bind`] when the address is in
-    /// use or not permitted.
+    /// Validates the configuration and binds the listening socket. Fails with
+    /// [`Error::Config`] or [`Error::Bind`] (address in use, not permitted).
     pub async fn bind(config: Config) -> Result<Self, Error> {
+        // Validation bounds every value that reaches a panicking constructor below
+        // (`mpsc::channel`, `Semaphore::new`) or later (`interval_at`, tungstenite).
+        config.validate()?;
         let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|source| Error::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        // `broker_capacity` is validated to be within 1..=MAX_CAPACITY, so `channel`
-        // cannot panic; the clamp keeps that true for a hand-built Config too.
-        let (broker_tx, broker_rx) =
-            mpsc::channel(config.broker_capacity.clamp(1, crate::config::MAX_CAPACITY));
-        Ok(Self {
-            listener,
-            config,
-            broker_tx,
-            broker_rx,
-        })
+            .map_err(|source| Error::Bind { addr: config.listen, source })?;
+        let (broker_tx, broker_rx) = mpsc::channel(config.broker_capacity);
+        let admission = Arc::new(Semaphore::new(config.max_connections));
+        Ok(Self { listener, config, broker_tx, broker_rx, admission })
     }
 
     /// The address actually bound (useful with port 0).
@@ -81,28 +91,28 @@ impl Server {
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             broker_tx: self.broker_tx.downgrade(),
+            admission: Arc::clone(&self.admission),
+            max_connections: self.config.max_connections,
         }
     }
 
     /// Serves until `shutdown` completes (then returns `Ok`) or the broker task ends
     /// on its own (then returns [`Error::BrokerStopped`]).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let Self {
-            listener,
-            config,
-            broker_tx,
-            broker_rx,
-        } = self;
-        let settings = broker::Settings {
-            echo: !config.no_echo,
-        };
+        let Self { listener, config, broker_tx, broker_rx, admission } = self;
+        let settings = broker::Settings { echo: !config.no_echo, slow_consumer: config.slow_consumer };
         let mut broker = tokio::spawn(broker::run(broker_rx, settings));
         let shutdown_token = CancellationToken::new();
+        let admit = Arc::new(Admit::from_config(&config));
         let ctx = connection::Context {
             broker_tx,
-            outbox_capacity: config.outbox_capacity.clamp(1, crate::config::MAX_CAPACITY),
+            outbox_capacity: config.outbox_capacity,
             shutdown: shutdown_token.clone(),
+            idle_timeout: config.idle_timeout,
+            ping_interval: config.ping_interval,
+            write_timeout: config.write_timeout,
         };
+        let rejections = Arc::new(Semaphore::new(MAX_PENDING_REJECTIONS));
         let mut connections = JoinSet::new();
         let mut next_id: u64 = 0;
         tokio::pin!(shutdown);
@@ -124,11 +134,20 @@ impl Server {
                     }
                 }
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        next_id = next_id.wrapping_add(1);
-                        let id = ConnId(next_id);
-                        connections.spawn(serve(stream, peer, id, ctx.clone()));
-                    }
+                    Ok((stream, peer)) => match Arc::clone(&admission).try_acquire_owned() {
+                        Ok(permit) => {
+                            next_id = next_id.wrapping_add(1);
+                            let id = ConnId(next_id);
+                            connections.spawn(serve(stream, peer, id, ctx.clone(), Arc::clone(&admit), permit));
+                        }
+                        Err(_) => match Arc::clone(&rejections).try_acquire_owned() {
+                            Ok(slot) => {
+                                tracing::info!(%peer, "connection limit reached; rejecting with 503");
+                                connections.spawn(reject(stream, peer, Arc::clone(&admit), slot));
+                            }
+                            Err(_) => tracing::info!(%peer, "connection limit reached; closing at once"),
+                        },
+                    },
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed; backing off");
                         tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
@@ -149,7 +168,7 @@ impl Server {
                 match tokio::time::timeout(config.shutdown_timeout, &mut broker).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
-                        tracing::error!(cause = %broker_stop(Err(e)), "broker failed during shutdown")
+                        tracing::error!(cause = %broker_stop(Err(e)), "broker failed during shutdown");
                     }
                     Err(_) => {
                         tracing::warn!("broker did not finish in time");
@@ -160,6 +179,7 @@ impl Server {
                 Ok(())
             }
             Some(cause) => {
+                tracing::error!(%cause, "broker task stopped; closing every connection with 1011");
                 // The broker's state is gone, so every outbox has closed and each
                 // writer is sending 1011 (location ⑤). Wait for them as for shutdown.
                 drain(&mut connections, config.shutdown_timeout).await;
@@ -173,10 +193,7 @@ impl Server {
 async fn drain(connections: &mut JoinSet<()>, timeout: Duration) {
     let all = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(timeout, all).await.is_err() {
-        tracing::warn!(
-            remaining = connections.len(),
-            "connections did not close in time; aborting them"
-        );
+        tracing::warn!(remaining = connections.len(), "connections did not close in time; aborting them");
         connections.abort_all();
         while connections.join_next().await.is_some() {}
     }
@@ -199,36 +216,139 @@ fn broker_stop(result: Result<(), JoinError>) -> BrokerStop {
     }
 }
 
-/// Upgrades one TCP connection and runs it. Handshake failures end here, logged at
-/// debug: a client that cannot speak WebSocket affects nobody else.
-async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: connection::Context) {
+/// The admission rules applied to each handshake request.
+#[derive(Debug)]
+struct Admit {
+    max_room_length: usize,
+    /// Lower-cased allowed origins; empty means every origin is allowed.
+    allowed_origins: Vec<String>,
+    handshake_timeout: Duration,
+    ws_config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
+}
+
+impl Admit {
+    fn from_config(config: &Config) -> Self {
+        Self {
+            max_room_length: usize::from(config.max_room_length),
+            allowed_origins: config.allowed_origins.iter().map(|o| normalize_origin(o)).collect(),
+            handshake_timeout: config.handshake_timeout,
+            ws_config: config.websocket_config(),
+        }
+    }
+
+    /// Decides on one handshake request: the room name, or why it is rejected.
+    fn check(&self, request: &Request) -> Result<Arc<str>, Rejection> {
+        // The room is the path; the query string is ignored.
+        let path = request.uri().path();
+        if path.len() > self.max_room_length {
+            return Err(Rejection::RoomTooLong);
+        }
+        if !self.allowed_origins.is_empty() {
+            // Browsers always send Origin on WebSocket handshakes, and cross-site
+            // hijacking needs a browser; a request without Origin comes from a
+            // non-browser client, which could forge any Origin anyway.
+            if let Some(origin) = request.headers().get("origin") {
+                let origin = origin.to_str().map(normalize_origin).unwrap_or_default();
+                if !self.allowed_origins.contains(&origin) {
+                    return Err(Rejection::Origin);
+                }
+            }
+        }
+        Ok(Arc::from(path))
+    }
+}
+
+/// Origins compare case-insensitively and without a trailing slash.
+fn normalize_origin(origin: &str) -> String {
+    origin.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// Why a handshake was refused before the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rejection {
+    /// `--max-connections` reached: HTTP 503.
+    Limit,
+    /// Origin not in `--allowed-origin`: HTTP 403.
+    Origin,
+    /// Path longer than `--max-room-length`: HTTP 414.
+    RoomTooLong,
+}
+
+impl Rejection {
+    /// The HTTP answer, with a one-line plain-text body.
+    fn response(self) -> ErrorResponse {
+        let (status, body) = match self {
+            Self::Limit => (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached"),
+            Self::Origin => (StatusCode::FORBIDDEN, "origin not allowed"),
+            Self::RoomTooLong => (StatusCode::URI_TOO_LONG, "room name too long"),
+        };
+        let mut response = ErrorResponse::new(Some(body.to_owned()));
+        *response.status_mut() = status;
+        response
+    }
+}
+
+/// Upgrades one admitted TCP connection and runs it. Handshake failures end here,
+/// logged at debug (rejections by rule at info): a client that cannot or may not
+/// speak WebSocket affects nobody else. `_permit` is held for the connection's life.
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: ConnId,
+    ctx: connection::Context,
+    admit: Arc<Admit>,
+    _permit: OwnedSemaphorePermit,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "could not set TCP_NODELAY");
     }
     let mut room: Option<Arc<str>> = None;
-    #[expect(
-        clippy::result_large_err,
-        reason = "the Err type is fixed by tungstenite's Callback trait"
-    )]
+    #[expect(clippy::result_large_err, reason = "the Err type is fixed by tungstenite's Callback trait")]
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
-        // The room is the path; the query string is ignored.
-        room = Some(Arc::from(request.uri().path()));
-        Ok(response)
+        match admit.check(request) {
+            Ok(name) => {
+                room = Some(name);
+                Ok(response)
+            }
+            Err(rejection) => {
+                tracing::info!(%peer, reason = ?rejection, "handshake rejected");
+                Err(rejection.response())
+            }
+        }
     };
-    let ws = match tokio_tungstenite::accept_hdr_async(stream, callback).await {
-        Ok(ws) => ws,
-        Err(e) => {
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(admit.ws_config));
+    let ws = match tokio::time::timeout(admit.handshake_timeout, handshake).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "handshake timed out");
             return;
         }
     };
     let Some(room) = room else {
-        // The handshake succeeded only if the callback ran, so this is unreachable in
-        // practice; dropping the connection is the safe answer if it ever is not.
-        tracing::debug!(%peer, "handshake completed without a request path");
+        // The handshake succeeded only if the callback accepted, which sets `room`;
+        // dropping the connection is the safe answer if that ever changes.
+        tracing::debug!(%peer, "handshake completed without a room");
         return;
     };
     connection::run(ws, id, room, peer, ctx).await;
+}
+
+/// Answers an over-limit connection's handshake with HTTP 503, within the handshake
+/// timeout. `_slot` bounds how many of these run at once.
+async fn reject(stream: TcpStream, peer: SocketAddr, admit: Arc<Admit>, _slot: OwnedSemaphorePermit) {
+    #[expect(clippy::result_large_err, reason = "the Err type is fixed by tungstenite's Callback trait")]
+    let callback =
+        |_: &Request, _: Response| -> Result<Response, ErrorResponse> { Err(Rejection::Limit.response()) };
+    let handshake = tokio_tungstenite::accept_hdr_async(stream, callback);
+    // The callback always refuses, so the handshake never succeeds; its error (the
+    // 503 sent, or the peer gone, or the timeout) needs nothing more.
+    if let Ok(Ok(_)) = tokio::time::timeout(admit.handshake_timeout, handshake).await {
+        tracing::debug!(%peer, "over-limit handshake unexpectedly accepted; dropped");
+    }
 }
 
 impl ServerHandle {
@@ -236,20 +356,20 @@ impl ServerHandle {
     pub async fn stats(&self) -> Option<BrokerStats> {
         let broker_tx = self.broker_tx.upgrade()?;
         let (reply_tx, reply_rx) = oneshot::channel();
-        broker_tx
-            .send(Command::Op(Op::Stats { reply_tx }))
-            .await
-            .ok()?;
+        broker_tx.send(Command::Op(Op::Stats { reply_tx })).await.ok()?;
         drop(broker_tx);
         reply_rx.await.ok()
+    }
+
+    /// Admitted connections, including those still in their handshake.
+    pub fn open_connections(&self) -> usize {
+        self.max_connections.saturating_sub(self.admission.available_permits())
     }
 
     /// Test fault injection; returns whether the broker accepted the hook.
     #[doc(hidden)]
     pub async fn inject(&self, hook: Hook) -> bool {
-        let Some(broker_tx) = self.broker_tx.upgrade() else {
-            return false;
-        };
+        let Some(broker_tx) = self.broker_tx.upgrade() else { return false };
         broker_tx.send(Command::Hook(hook)).await.is_ok()
     }
 }

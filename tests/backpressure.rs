@@ -46,17 +46,12 @@ async fn a_full_inbox_pushes_back_on_the_client_through_tcp() {
         }
     })
     .await;
-    assert!(
-        stalled.is_err(),
-        "the client finished writing 128 MiB while the broker was paused"
-    );
+    assert!(stalled.is_err(), "the client finished writing 128 MiB while the broker was paused");
 
     // Release: every message arrives, in order, and nothing was dropped.
     release_tx.send(()).unwrap();
     for i in 0..N {
-        let Message::Binary(b) = recv(&mut receiver).await else {
-            panic!("binary expected")
-        };
+        let Message::Binary(b) = recv(&mut receiver).await else { panic!("binary expected") };
         assert_eq!(b.len(), SIZE);
         assert_eq!(u64::from_be_bytes(b[..8].try_into().unwrap()), i as u64);
     }

@@ -106,18 +106,12 @@ async fn a_client_close_gets_the_close_reply_and_is_deregistered() {
     let mut a = server.join("/bye").await;
     let mut b = server.join("/bye").await;
 
-    a.send(Message::Close(Some(CloseFrame {
-        code: CloseCode::Normal,
-        reason: "done".into(),
-    })))
-    .await
-    .unwrap();
+    a.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "done".into() })))
+        .await
+        .unwrap();
     // The protocol's reply: the server echoes the Close code.
     assert_eq!(expect_close(&mut a).await, CloseCode::Normal);
-    assert!(
-        a.next().await.is_none(),
-        "stream ends after the close handshake"
-    );
+    assert!(a.next().await.is_none(), "stream ends after the close handshake");
     server.wait_members("/bye", 1).await;
 
     // The remaining member is unaffected.

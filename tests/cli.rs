@@ -22,29 +22,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_wsbroker");
 
 /// Runs the binary with `args` and returns its exit code and stderr.
 fn run_to_end(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = Command::new(BIN).args(args).env_remove("RUST_LOG").output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn assert_usage_error(args: &[&str], mentions: &str) {
     let (code, stderr) = run_to_end(args);
     assert_eq!(code, Some(2), "{args:?} must exit 2; stderr: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "{args:?} must print one line, got: {stderr}"
-    );
-    assert!(
-        stderr.contains(mentions),
-        "{args:?}: '{stderr}' should mention '{mentions}'"
-    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?} must print one line, got: {stderr}");
+    assert!(stderr.contains(mentions), "{args:?}: '{stderr}' should mention '{mentions}'");
 }
 
 #[test]
@@ -97,10 +83,7 @@ fn spawn_server(extra: &[&str]) -> (Child, String) {
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
+        let line = lines.next().expect("server exited before listening").unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).expect("every log line is JSON");
         if v["message"] == "wsbroker listening" {
             break v["listen"].as_str().unwrap().to_owned();
@@ -117,32 +100,21 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
         if let Some(status) = child.try_wait().unwrap() {
             return status.code();
         }
-        assert!(
-            Instant::now() < deadline,
-            "server did not exit within {within:?}"
-        );
+        assert!(Instant::now() < deadline, "server did not exit within {within:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 async fn signal_closes_clients_with_1001_and_exits_0(signal: &str) {
     let (mut child, addr) = spawn_server(&["--shutdown-timeout", "2s"]);
-    let (mut a, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/room"))
-        .await
-        .unwrap();
-    let (mut b, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/other"))
-        .await
-        .unwrap();
-    let status = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
+    let (mut a, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/room")).await.unwrap();
+    let (mut b, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/other")).await.unwrap();
+    let status = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     assert_eq!(expect_close(&mut a).await, CloseCode::Away);
     assert_eq!(expect_close(&mut b).await, CloseCode::Away);
-    let code = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(5)))
-        .await
-        .unwrap();
+    let code =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(5))).await.unwrap();
     assert_eq!(code, Some(0));
 }
 

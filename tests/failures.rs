@@ -23,15 +23,7 @@ async fn location_1_and_2_broker_gone_closes_with_1011_and_stops_the_server() {
 
     let (closed_tx, closed_rx) = oneshot::channel();
     let (release_tx, release_rx) = oneshot::channel();
-    assert!(
-        server
-            .handle
-            .inject(Hook::CloseInbox {
-                closed_tx,
-                release_rx
-            })
-            .await
-    );
+    assert!(server.handle.inject(Hook::CloseInbox { closed_tx, release_rx }).await);
     closed_rx.await.unwrap();
     // The inbox is closed: the broker can no longer be asked anything.
     assert!(server.handle.stats().await.is_none());
@@ -59,23 +51,12 @@ async fn after_the_broker_stops_no_connection_is_accepted() {
     let mut ws = server.join("/r").await;
     let (closed_tx, _closed_rx) = oneshot::channel();
     let (release_tx, release_rx) = oneshot::channel();
-    assert!(
-        server
-            .handle
-            .inject(Hook::CloseInbox {
-                closed_tx,
-                release_rx
-            })
-            .await
-    );
+    assert!(server.handle.inject(Hook::CloseInbox { closed_tx, release_rx }).await);
     release_tx.send(()).unwrap();
     assert_eq!(expect_close(&mut ws).await, CloseCode::Error);
     let url = server.url("/r");
     assert!(server.finished().await.is_err());
-    assert!(
-        tokio_tungstenite::connect_async(url).await.is_err(),
-        "listener must be closed"
-    );
+    assert!(tokio_tungstenite::connect_async(url).await.is_err(), "listener must be closed");
 }
 
 /// ① Full: when the broker's inbox is full the reader waits; nothing is lost. A
@@ -100,9 +81,7 @@ async fn location_1_full_inbox_makes_readers_wait_without_loss() {
     b.flush().await.unwrap();
     let (mut next_a, mut next_b) = (0, 0);
     for _ in 0..2 * N {
-        let Message::Text(t) = recv(&mut receiver).await else {
-            panic!("text expected")
-        };
+        let Message::Text(t) = recv(&mut receiver).await else { panic!("text expected") };
         // Interleaving between publishers is free; each publisher's order is kept.
         if t.as_str() == format!("a{next_a}") {
             next_a += 1;
@@ -130,9 +109,7 @@ async fn location_4_full_a_stalled_client_does_not_slow_a_reading_one() {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(server.addr).await.unwrap();
-    let (_stalled, _) = tokio_tungstenite::client_async(server.url("/r"), stream)
-        .await
-        .unwrap();
+    let (_stalled, _) = tokio_tungstenite::client_async(server.url("/r"), stream).await.unwrap();
     server.wait_members("/r", 1).await;
     let mut reader = server.join("/r").await;
 
@@ -142,26 +119,16 @@ async fn location_4_full_a_stalled_client_does_not_slow_a_reading_one() {
     for i in 0..N {
         let text = format!("{i:08}{payload}");
         reader.send(Message::text(text.clone())).await.unwrap();
-        assert_eq!(
-            recv(&mut reader).await,
-            Message::text(text),
-            "message {i} lost or reordered"
-        );
+        assert_eq!(recv(&mut reader).await, Message::text(text), "message {i} lost or reordered");
     }
 
     let stats = server.stats().await;
     let room = stats.room("/r").unwrap();
     let (stalled, reading) = (room.members[0], room.members[1]);
     assert_eq!(reading.dropped, 0, "the reading client lost nothing");
-    assert!(
-        stalled.dropped > 0,
-        "the stalled client's drops are counted: {stats:?}"
-    );
+    assert!(stalled.dropped > 0, "the stalled client's drops are counted: {stats:?}");
     assert_eq!(stats.counters.dropped_full, stalled.dropped);
-    assert_eq!(
-        stats.counters.delivered + stats.counters.dropped_full,
-        2 * N as u64
-    );
+    assert_eq!(stats.counters.delivered + stats.counters.dropped_full, 2 * N as u64);
     server.shutdown().await.unwrap();
 }
 
@@ -171,15 +138,7 @@ async fn location_4_full_a_stalled_client_does_not_slow_a_reading_one() {
 async fn location_4_closed_removes_the_dead_member_in_the_same_pass() {
     let server = TestServer::start().await;
     let mut live = server.join("/r").await;
-    assert!(
-        server
-            .handle
-            .inject(Hook::AddDeadMember {
-                room: "/r".into(),
-                id: ConnId(u64::MAX)
-            })
-            .await
-    );
+    assert!(server.handle.inject(Hook::AddDeadMember { room: "/r".into(), id: ConnId(u64::MAX) }).await);
     server.wait_members("/r", 2).await;
 
     send_text(&mut live, "hi").await;
@@ -201,14 +160,7 @@ async fn location_5_outbox_closed_by_the_broker_closes_with_1011() {
     let mut dropped = server.join("/doomed").await;
     let mut other = server.join("/safe").await;
 
-    assert!(
-        server
-            .handle
-            .inject(Hook::DropOutboxes {
-                room: "/doomed".into()
-            })
-            .await
-    );
+    assert!(server.handle.inject(Hook::DropOutboxes { room: "/doomed".into() }).await);
     assert_eq!(expect_close(&mut dropped).await, CloseCode::Error);
     let stats = server.stats().await;
     assert_eq!(stats.members("/doomed"), 0);
@@ -226,33 +178,9 @@ async fn deregistering_unknown_ids_and_rooms_is_a_no_op() {
     let mut a = server.join("/r").await;
     let before = server.stats().await;
 
-    assert!(
-        server
-            .handle
-            .inject(Hook::Leave {
-                room: "/r".into(),
-                id: ConnId(999_999)
-            })
-            .await
-    );
-    assert!(
-        server
-            .handle
-            .inject(Hook::Leave {
-                room: "/nowhere".into(),
-                id: ConnId(1)
-            })
-            .await
-    );
-    assert!(
-        server
-            .handle
-            .inject(Hook::Leave {
-                room: "/nowhere".into(),
-                id: ConnId(999_999)
-            })
-            .await
-    );
+    assert!(server.handle.inject(Hook::Leave { room: "/r".into(), id: ConnId(999_999) }).await);
+    assert!(server.handle.inject(Hook::Leave { room: "/nowhere".into(), id: ConnId(1) }).await);
+    assert!(server.handle.inject(Hook::Leave { room: "/nowhere".into(), id: ConnId(999_999) }).await);
     assert_eq!(server.stats().await, before);
 
     send_text(&mut a, "alive").await;

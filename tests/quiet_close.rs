@@ -51,9 +51,7 @@ async fn client_close_eof_and_reset_log_nothing_at_warn_or_above() {
     let socket = TcpSocket::new_v4().unwrap();
     let stream = socket.connect(server.addr).await.unwrap();
     stream.set_zero_linger().unwrap();
-    let (resetter, _) = tokio_tungstenite::client_async(server.url("/q"), stream)
-        .await
-        .unwrap();
+    let (resetter, _) = tokio_tungstenite::client_async(server.url("/q"), stream).await.unwrap();
     server.wait_members("/q", 2).await;
     drop(resetter);
     server.wait_members("/q", 1).await;
@@ -63,9 +61,5 @@ async fn client_close_eof_and_reset_log_nothing_at_warn_or_above() {
     let shutdown = tokio::spawn(async move { expect_close(&mut witness).await });
     server.shutdown().await.unwrap();
     assert_eq!(shutdown.await.unwrap(), CloseCode::Away);
-    assert_eq!(
-        loud.load(Ordering::SeqCst),
-        0,
-        "a normal close logged at WARN or above"
-    );
+    assert_eq!(loud.load(Ordering::SeqCst), 0, "a normal close logged at WARN or above");
 }

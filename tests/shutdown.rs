@@ -16,21 +16,15 @@ async fn shutdown_sends_1001_to_every_client_and_finishes_in_time() {
         clients.push(server.join(room).await);
     }
     // Read concurrently so each client answers the server's Close promptly.
-    let waits: Vec<_> = clients
-        .into_iter()
-        .map(|mut ws| tokio::spawn(async move { expect_close(&mut ws).await }))
-        .collect();
+    let waits: Vec<_> =
+        clients.into_iter().map(|mut ws| tokio::spawn(async move { expect_close(&mut ws).await })).collect();
     let started = tokio::time::Instant::now();
     server.shutdown().await.expect("clean shutdown");
     for wait in waits {
         assert_eq!(wait.await.unwrap(), CloseCode::Away);
     }
     // Clients that answer the Close let the server finish well before the timeout.
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

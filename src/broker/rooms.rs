@@ -7,10 +7,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 
-use super::ConnId;
+use super::{ConnId, Settings};
+use crate::config::SlowConsumer;
+
+/// Drops for one member are logged at most once per this interval, so a slow
+/// consumer produces a steady trickle of log lines rather than one per message.
+pub(crate) const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// One member of a room: a connection and the sending end of its outbox.
 #[derive(Debug)]
@@ -18,8 +26,18 @@ pub(crate) struct Member {
     id: ConnId,
     /// The broker's end of the connection's outbox; the writer holds the receiver.
     outbox_tx: mpsc::Sender<Message>,
+    /// Cancelled to disconnect this member as a slow consumer; the writer watches it.
+    kick: CancellationToken,
     /// Messages dropped for this member because its outbox was full (location ④).
     dropped: u64,
+    /// When drops were last logged for this member.
+    drop_logged_at: Option<Instant>,
+}
+
+impl Member {
+    pub(crate) fn new(id: ConnId, outbox_tx: mpsc::Sender<Message>, kick: CancellationToken) -> Self {
+        Self { id, outbox_tx, kick, dropped: 0, drop_logged_at: None }
+    }
 }
 
 /// Running totals since the broker started.
@@ -34,6 +52,8 @@ pub struct Counters {
     /// Deliveries dropped because the member's writer was gone (④ `Closed`); the
     /// member is removed at the same time.
     pub dropped_closed: u64,
+    /// Members disconnected as slow consumers (`--slow-consumer disconnect`).
+    pub slow_disconnects: u64,
 }
 
 /// A snapshot of the broker's state, for tests, metrics and operators.
@@ -88,7 +108,7 @@ pub(crate) struct Rooms {
     /// Room name to members. The default SipHash keys are random per process, so
     /// client-chosen room names cannot be used to force hash collisions.
     rooms: HashMap<Arc<str>, Vec<Member>>,
-    echo: bool,
+    settings: Settings,
     counters: Counters,
 }
 
@@ -96,64 +116,39 @@ pub(crate) struct Rooms {
 /// `Vec<Member>` runs tokio's channel-closing code, which the no_panic proof cannot
 /// see through, so proven code returns them instead of dropping them.
 #[derive(Debug)]
-#[allow(
-    dead_code,
-    reason = "fields are held only to be dropped outside the proven code"
-)]
+#[allow(dead_code, reason = "fields are held only to be dropped outside the proven code")]
 pub(crate) struct Left {
-    /// The departed member's outbox sender.
-    pub outbox_tx: mpsc::Sender<Message>,
+    /// The departed member, with its outbox sender.
+    pub member: Member,
     /// The room's storage, when the departure emptied it.
     pub emptied: Option<(Arc<str>, Vec<Member>)>,
 }
 
 impl Rooms {
-    pub(crate) fn new(echo: bool) -> Self {
-        Self {
-            rooms: HashMap::new(),
-            echo,
-            counters: Counters::default(),
-        }
+    pub(crate) fn new(settings: Settings) -> Self {
+        Self { rooms: HashMap::new(), settings, counters: Counters::default() }
     }
 
-    /// Registers `id` in an existing `room` whose storage has spare capacity, without
-    /// allocating. Hands `outbox_tx` back when the room does not exist yet or is at
-    /// capacity; the caller then uses [`Self::join_growing`].
+    /// Registers `member` in an existing `room` whose storage has spare capacity,
+    /// without allocating. Hands the member back when the room does not exist yet or
+    /// is at capacity; the caller then uses [`Self::join_growing`].
     #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
-    pub(crate) fn try_join(
-        &mut self,
-        id: ConnId,
-        room: &str,
-        outbox_tx: mpsc::Sender<Message>,
-    ) -> Result<(), mpsc::Sender<Message>> {
+    pub(crate) fn try_join(&mut self, member: Member, room: &str) -> Result<(), Member> {
         let Some(members) = self.rooms.get_mut(room) else {
-            return Err(outbox_tx);
+            return Err(member);
         };
         if members.len() >= members.capacity() {
-            return Err(outbox_tx);
+            return Err(member);
         }
         // Within capacity: `push` cannot reallocate, and the optimiser can see it.
-        members.push(Member {
-            id,
-            outbox_tx,
-            dropped: 0,
-        });
+        members.push(member);
         Ok(())
     }
 
-    /// Registers `id` in `room`, creating the room or growing its storage. This
+    /// Registers `member` in `room`, creating the room or growing its storage. This
     /// allocates, so it is not proven; the broker runs it contained.
-    pub(crate) fn join_growing(
-        &mut self,
-        id: ConnId,
-        room: Arc<str>,
-        outbox_tx: mpsc::Sender<Message>,
-    ) {
-        self.rooms.entry(room).or_default().push(Member {
-            id,
-            outbox_tx,
-            dropped: 0,
-        });
+    pub(crate) fn join_growing(&mut self, member: Member, room: Arc<str>) {
+        self.rooms.entry(room).or_default().push(member);
     }
 
     /// Deregisters `id` from `room` and hands back what must be dropped. An unknown
@@ -166,25 +161,15 @@ impl Rooms {
             return None; // cannot happen: `pos` came from this vector
         }
         // Member order does not matter, so the O(1) swap_remove is fine.
-        let Member { outbox_tx, .. } = members.swap_remove(pos);
-        let emptied = if members.is_empty() {
-            self.rooms.remove_entry(room)
-        } else {
-            None
-        };
-        Some(Left { outbox_tx, emptied })
+        let member = members.swap_remove(pos);
+        let emptied = if members.is_empty() { self.rooms.remove_entry(room) } else { None };
+        Some(Left { member, emptied })
     }
 
     /// Removes a whole room, handing back its members for the caller to drop.
     #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
     pub(crate) fn remove_room(&mut self, room: &str) -> Option<(Arc<str>, Vec<Member>)> {
         self.rooms.remove_entry(room)
-    }
-
-    /// Number of members of `room` (0 when it does not exist).
-    #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
-    pub(crate) fn member_count(&self, room: &str) -> usize {
-        self.rooms.get(room).map_or(0, Vec::len)
     }
 
     /// Fans `message` out to every member of `room`.
@@ -206,7 +191,7 @@ impl Rooms {
             // and its reader has not noticed yet): nobody to deliver to.
             return;
         };
-        let echo = self.echo;
+        let Settings { echo, slow_consumer } = self.settings;
         let counters = &mut self.counters;
         members.retain_mut(|member| {
             if !echo && member.id == from {
@@ -220,7 +205,20 @@ impl Rooms {
                 Err(TrySendError::Full(_)) => {
                     member.dropped = member.dropped.wrapping_add(1);
                     counters.dropped_full = counters.dropped_full.wrapping_add(1);
-                    true
+                    match slow_consumer {
+                        SlowConsumer::Drop => {
+                            log_drop(member, room);
+                            true
+                        }
+                        SlowConsumer::Disconnect => {
+                            // The writer sees the token, sends Close 1008 and ends;
+                            // dropping the member here also closes its outbox.
+                            counters.slow_disconnects = counters.slow_disconnects.wrapping_add(1);
+                            tracing::info!(conn = member.id.0, room, "slow consumer disconnected");
+                            member.kick.cancel();
+                            false
+                        }
+                    }
                 }
                 Err(TrySendError::Closed(_)) => {
                     counters.dropped_closed = counters.dropped_closed.wrapping_add(1);
@@ -239,26 +237,29 @@ impl Rooms {
             .rooms
             .iter()
             .map(|(name, members)| {
-                let mut members: Vec<MemberStats> = members
-                    .iter()
-                    .map(|m| MemberStats {
-                        id: m.id,
-                        dropped: m.dropped,
-                    })
-                    .collect();
+                let mut members: Vec<MemberStats> =
+                    members.iter().map(|m| MemberStats { id: m.id, dropped: m.dropped }).collect();
                 members.sort_by_key(|m| m.id);
-                RoomStats {
-                    name: name.to_string(),
-                    members,
-                }
+                RoomStats { name: name.to_string(), members }
             })
             .collect();
         rooms.sort_by(|a, b| a.name.cmp(&b.name));
-        BrokerStats {
-            rooms,
-            counters: self.counters,
-            panics_caught,
-        }
+        BrokerStats { rooms, counters: self.counters, panics_caught }
+    }
+}
+
+/// Logs that `member` is losing messages, at most once per [`DROP_LOG_INTERVAL`].
+fn log_drop(member: &mut Member, room: &str) {
+    let now = Instant::now();
+    let due = member.drop_logged_at.is_none_or(|at| now.saturating_duration_since(at) >= DROP_LOG_INTERVAL);
+    if due {
+        member.drop_logged_at = Some(now);
+        tracing::warn!(
+            conn = member.id.0,
+            room,
+            dropped_total = member.dropped,
+            "slow consumer: outbox full, dropping messages for this connection"
+        );
     }
 }
 
@@ -268,10 +269,14 @@ mod tests {
 
     impl Rooms {
         fn join(&mut self, id: ConnId, room: Arc<str>, tx: mpsc::Sender<Message>) {
-            if let Err(tx) = self.try_join(id, &room, tx) {
-                self.join_growing(id, room, tx);
+            if let Err(member) = self.try_join(Member::new(id, tx, CancellationToken::new()), &room) {
+                self.join_growing(member, room);
             }
         }
+    }
+
+    fn settings(echo: bool) -> Settings {
+        Settings { echo, slow_consumer: SlowConsumer::Drop }
     }
 
     fn text(s: &'static str) -> Message {
@@ -280,7 +285,7 @@ mod tests {
 
     #[test]
     fn publish_reaches_every_member_and_only_its_room() {
-        let mut rooms = Rooms::new(true);
+        let mut rooms = Rooms::new(settings(true));
         let (a_tx, mut a_rx) = mpsc::channel(4);
         let (b_tx, mut b_rx) = mpsc::channel(4);
         let (c_tx, mut c_rx) = mpsc::channel(4);
@@ -296,7 +301,7 @@ mod tests {
 
     #[test]
     fn no_echo_skips_the_sender() {
-        let mut rooms = Rooms::new(false);
+        let mut rooms = Rooms::new(settings(false));
         let (a_tx, mut a_rx) = mpsc::channel(4);
         let (b_tx, mut b_rx) = mpsc::channel(4);
         rooms.join(ConnId(1), Arc::from("/a"), a_tx);
@@ -308,7 +313,7 @@ mod tests {
 
     #[test]
     fn full_outbox_drops_for_that_member_only() {
-        let mut rooms = Rooms::new(true);
+        let mut rooms = Rooms::new(settings(true));
         let (slow_tx, _slow_rx) = mpsc::channel(1);
         let (fast_tx, mut fast_rx) = mpsc::channel(8);
         rooms.join(ConnId(1), Arc::from("/r"), slow_tx);
@@ -320,13 +325,7 @@ mod tests {
             assert_eq!(fast_rx.try_recv().unwrap(), text("m"));
         }
         let stats = rooms.stats(0);
-        let slow = stats
-            .room("/r")
-            .unwrap()
-            .members
-            .iter()
-            .find(|m| m.id == ConnId(1))
-            .unwrap();
+        let slow = stats.room("/r").unwrap().members.iter().find(|m| m.id == ConnId(1)).unwrap();
         assert_eq!(slow.dropped, 2);
         assert_eq!(stats.counters.dropped_full, 2);
         assert_eq!(stats.members("/r"), 2);
@@ -334,7 +333,7 @@ mod tests {
 
     #[test]
     fn closed_outbox_is_removed_in_the_same_pass() {
-        let mut rooms = Rooms::new(true);
+        let mut rooms = Rooms::new(settings(true));
         let (dead_tx, dead_rx) = mpsc::channel(1);
         drop(dead_rx);
         let (live_tx, mut live_rx) = mpsc::channel(1);
@@ -349,7 +348,7 @@ mod tests {
 
     #[test]
     fn leave_of_unknown_ids_and_rooms_is_a_no_op() {
-        let mut rooms = Rooms::new(true);
+        let mut rooms = Rooms::new(settings(true));
         let (tx, _rx) = mpsc::channel(1);
         rooms.join(ConnId(1), Arc::from("/r"), tx);
         assert!(rooms.leave(ConnId(9), "/r").is_none());
@@ -362,13 +361,13 @@ mod tests {
 
     #[test]
     fn try_join_needs_an_existing_room_with_spare_capacity() {
-        let mut rooms = Rooms::new(true);
+        let mut rooms = Rooms::new(settings(true));
         let (tx, _rx) = mpsc::channel(1);
-        let tx = rooms.try_join(ConnId(1), "/r", tx).unwrap_err();
-        rooms.join_growing(ConnId(1), Arc::from("/r"), tx);
-        assert_eq!(rooms.member_count("/r"), 1);
+        let member = rooms.try_join(Member::new(ConnId(1), tx, CancellationToken::new()), "/r").unwrap_err();
+        rooms.join_growing(member, Arc::from("/r"));
+        assert_eq!(rooms.stats(0).members("/r"), 1);
         let left = rooms.leave(ConnId(1), "/r").unwrap();
         assert!(left.emptied.is_some(), "the last member empties the room");
-        assert_eq!(rooms.member_count("/r"), 0);
+        assert_eq!(rooms.stats(0).members("/r"), 0);
     }
 }

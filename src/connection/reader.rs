@@ -8,6 +8,7 @@
 //!   control stops the client: the server holds at most one message per reader.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::SplitStream;
@@ -22,90 +23,105 @@ use tokio_util::sync::CancellationToken;
 use super::{CLOSE_LINGER, Stop};
 use crate::broker::{Command, ConnId, Op};
 
-/// Reads client messages and forwards data messages to the broker until the
-/// connection ends. Returns the close code this side asked the writer to send, if any.
-pub(crate) async fn run(
-    mut ws_rx: SplitStream<WebSocketStream<TcpStream>>,
-    id: ConnId,
-    room: &Arc<str>,
-    broker_tx: &mpsc::Sender<Command>,
-    stop_tx: oneshot::Sender<Stop>,
-    writer_done: &CancellationToken,
-) -> Option<CloseCode> {
-    // `Some` once the reader has stopped forwarding. `stop_tx` is consumed when the
-    // reader decides how the writer should end.
-    let mut stop_tx = Some(stop_tx);
-    let mut sent_close = None;
-    // Set when the writer has ended: from then on we only wait (briefly) for the
-    // peer to finish the close handshake.
-    let mut linger_until: Option<Instant> = None;
+/// What a reader needs besides its socket and its signals.
+pub(crate) struct Reader<'a> {
+    pub id: ConnId,
+    pub room: &'a Arc<str>,
+    pub broker_tx: &'a mpsc::Sender<Command>,
+    /// Close the connection when nothing at all arrives for this long.
+    pub idle_timeout: Duration,
+}
 
-    loop {
-        let item = tokio::select! {
-            biased;
-            () = writer_done.cancelled(), if linger_until.is_none() => {
-                linger_until = Some(linger_deadline());
-                continue;
-            }
-            () = sleep_until_opt(linger_until) => {
-                tracing::debug!("peer did not finish the close handshake in time");
-                break;
-            }
-            item = ws_rx.next() => item,
-        };
-        match item {
-            Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                if linger_until.is_some() || stop_tx.is_none() {
-                    // Closing: data after our Close is read only to reach the peer's
-                    // Close reply, and is not forwarded.
+impl Reader<'_> {
+    /// Reads client messages and forwards data messages to the broker until the
+    /// connection ends. Returns the close code this side asked the writer to send.
+    pub(crate) async fn run(
+        self,
+        mut ws_rx: SplitStream<WebSocketStream<TcpStream>>,
+        stop_tx: oneshot::Sender<Stop>,
+        writer_done: &CancellationToken,
+    ) -> Option<CloseCode> {
+        // Consumed when the reader decides how the writer should end.
+        let mut stop_tx = Some(stop_tx);
+        let mut sent_close = None;
+        // Set when the writer has ended: from then on we only wait (briefly) for the
+        // peer to finish the close handshake.
+        let mut linger_until: Option<Instant> = None;
+        // Reset by every frame that arrives, pongs included.
+        let idle = tokio::time::sleep(self.idle_timeout);
+        tokio::pin!(idle);
+
+        loop {
+            let item = tokio::select! {
+                biased;
+                () = writer_done.cancelled(), if linger_until.is_none() => {
+                    linger_until = Some(deadline_after(CLOSE_LINGER));
                     continue;
                 }
-                let publish = Command::Op(Op::Publish {
-                    from: id,
-                    room: Arc::clone(room),
-                    message,
-                });
-                tokio::select! {
-                    biased;
-                    sent = broker_tx.send(publish) => {
-                        if sent.is_err() {
-                            // Location ①, Err: the broker is gone. Close with 1011.
-                            tracing::warn!("broker inbox closed; closing connection with 1011");
-                            sent_close = Some(CloseCode::Error);
-                            signal(&mut stop_tx, Stop::Close(CloseCode::Error, "broker unavailable"));
+                () = sleep_until_opt(linger_until) => {
+                    tracing::debug!("peer did not finish the close handshake in time");
+                    break;
+                }
+                () = &mut idle, if stop_tx.is_some() => {
+                    tracing::debug!("idle timeout; closing with 1001");
+                    sent_close = Some(CloseCode::Away);
+                    signal(&mut stop_tx, Stop::Close(CloseCode::Away, "idle timeout"));
+                    continue;
+                }
+                item = ws_rx.next() => item,
+            };
+            idle.as_mut().reset(deadline_after(self.idle_timeout));
+            match item {
+                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                    if linger_until.is_some() || stop_tx.is_none() {
+                        // Closing: data after our Close is read only to reach the
+                        // peer's Close reply, and is not forwarded.
+                        continue;
+                    }
+                    let publish =
+                        Command::Op(Op::Publish { from: self.id, room: Arc::clone(self.room), message });
+                    tokio::select! {
+                        biased;
+                        sent = self.broker_tx.send(publish) => {
+                            if sent.is_err() {
+                                // Location ①, Err: the broker is gone. Close with 1011.
+                                tracing::warn!("broker inbox closed; closing connection with 1011");
+                                sent_close = Some(CloseCode::Error);
+                                signal(&mut stop_tx, Stop::Close(CloseCode::Error, "broker unavailable"));
+                            }
+                        }
+                        () = writer_done.cancelled() => {
+                            linger_until = Some(deadline_after(CLOSE_LINGER));
                         }
                     }
-                    () = writer_done.cancelled() => {
-                        linger_until = Some(linger_deadline());
-                    }
                 }
-            }
-            // Pings are answered and Close frames replied to by the protocol layer on
-            // the next read; pongs need nothing. Keep reading so those replies flush.
-            Some(Ok(Message::Close(_))) => signal(&mut stop_tx, Stop::PeerGone),
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-            Some(Err(e)) => {
-                match close_code_for(&e) {
-                    Some((code, reason)) => {
-                        tracing::debug!(error = %e, "protocol violation; closing with {code}");
-                        sent_close = Some(code);
-                        signal(&mut stop_tx, Stop::Close(code, reason));
+                // Pings are answered and Close frames replied to by the protocol layer
+                // on the next read; pongs need nothing. Keep reading so those flush.
+                Some(Ok(Message::Close(_))) => signal(&mut stop_tx, Stop::PeerGone),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Err(e)) => {
+                    match close_code_for(&e) {
+                        Some((code, reason)) => {
+                            tracing::debug!(error = %e, "protocol violation; closing with {code}");
+                            sent_close = Some(code);
+                            signal(&mut stop_tx, Stop::CloseAfterDrain(code, reason));
+                        }
+                        None => {
+                            tracing::debug!(error = %e, "connection lost");
+                            signal(&mut stop_tx, Stop::PeerGone);
+                        }
                     }
-                    None => {
-                        tracing::debug!(error = %e, "connection lost");
-                        signal(&mut stop_tx, Stop::PeerGone);
-                    }
+                    break;
                 }
-                break;
-            }
-            None => {
-                // The stream ended: close handshake complete, or EOF.
-                signal(&mut stop_tx, Stop::PeerGone);
-                break;
+                None => {
+                    // The stream ended: close handshake complete, or EOF.
+                    signal(&mut stop_tx, Stop::PeerGone);
+                    break;
+                }
             }
         }
+        sent_close
     }
-    sent_close
 }
 
 /// Sends the writer its stop instruction, once. A failed send means the writer has
@@ -118,12 +134,11 @@ fn signal(stop_tx: &mut Option<oneshot::Sender<Stop>>, stop: Stop) {
     }
 }
 
-/// The instant until which a closing reader waits for the peer's Close reply.
-fn linger_deadline() -> Instant {
+/// `now + after`. Every duration here is validated to at most a day, so this cannot
+/// overflow in practice; if it ever did, "now" (act at once) is the safe answer.
+pub(crate) fn deadline_after(after: Duration) -> Instant {
     let now = Instant::now();
-    // CLOSE_LINGER is a small constant, so this cannot overflow in practice; if it
-    // ever did, stopping at once is the safe answer.
-    now.checked_add(CLOSE_LINGER).unwrap_or(now)
+    now.checked_add(after).unwrap_or(now)
 }
 
 /// Sleeps until `deadline`, or forever when there is none.

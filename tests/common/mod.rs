@@ -2,10 +2,7 @@
 //! tokio-tungstenite clients. Every test ends through `shutdown` or `finished`, which
 //! assert that the server stops within a deadline and that nothing panicked.
 
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of the harness"
-)]
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -48,22 +45,14 @@ impl TestServer {
         wsbroker::panic_hook::install();
         let mut config = Config::ephemeral();
         adjust(&mut config);
-        let server = Server::bind(config.clone())
-            .await
-            .expect("bind 127.0.0.1:0");
+        let server = Server::bind(config.clone()).await.expect("bind 127.0.0.1:0");
         let addr = server.local_addr().unwrap();
         let handle = server.handle();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let join = tokio::spawn(server.run(async move {
             let _ = shutdown_rx.await;
         }));
-        Self {
-            addr,
-            handle,
-            config,
-            shutdown_tx,
-            join,
-        }
+        Self { addr, handle, config, shutdown_tx, join }
     }
 
     pub fn url(&self, room: &str) -> String {
@@ -71,13 +60,10 @@ impl TestServer {
     }
 
     pub async fn connect(&self, room: &str) -> Client {
-        let (ws, _) = tokio::time::timeout(
-            EVENT_TIMEOUT,
-            tokio_tungstenite::connect_async(self.url(room)),
-        )
-        .await
-        .expect("connect timed out")
-        .expect("connect failed");
+        let (ws, _) = tokio::time::timeout(EVENT_TIMEOUT, tokio_tungstenite::connect_async(self.url(room)))
+            .await
+            .expect("connect timed out")
+            .expect("connect failed");
         ws
     }
 
@@ -98,11 +84,7 @@ impl TestServer {
 
     /// Waits until `room` has exactly `n` members, as seen by the broker.
     pub async fn wait_members(&self, room: &str, n: usize) {
-        self.wait_stats(
-            |s| s.members(room) == n,
-            &format!("{room} to have {n} members"),
-        )
-        .await;
+        self.wait_stats(|s| s.members(room) == n, &format!("{room} to have {n} members")).await;
     }
 
     /// Polls the broker's stats until `pred` holds, failing after EVENT_TIMEOUT.
@@ -113,10 +95,7 @@ impl TestServer {
             if pred(&stats) {
                 return stats;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}; stats: {stats:?}"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; stats: {stats:?}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -145,11 +124,7 @@ async fn finish(join: JoinHandle<Result<(), Error>>, timeout: Duration) -> Resul
 }
 
 pub fn assert_no_panics() {
-    assert_eq!(
-        wsbroker::panic_hook::count(),
-        0,
-        "a panic happened in this test process"
-    );
+    assert_eq!(wsbroker::panic_hook::count(), 0, "a panic happened in this test process");
 }
 
 /// The next data message (Text or Binary), skipping control frames.
@@ -170,13 +145,9 @@ pub async fn recv<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>
 
 /// Waits for the server's Close frame and returns its code; data frames before it
 /// are skipped.
-pub async fn expect_close<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<S>,
-) -> CloseCode {
+pub async fn expect_close<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> CloseCode {
     loop {
-        let item = tokio::time::timeout(EVENT_TIMEOUT, ws.next())
-            .await
-            .expect("timed out waiting for Close");
+        let item = tokio::time::timeout(EVENT_TIMEOUT, ws.next()).await.expect("timed out waiting for Close");
         match item {
             Some(Ok(Message::Close(Some(frame)))) => return frame.code,
             Some(Ok(Message::Close(None))) => panic!("Close frame without a code"),
@@ -195,14 +166,8 @@ pub async fn send_text<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStre
 /// `ws` publishes a marker to its own room and the marker's echo must be the next
 /// data message. The broker handles its inbox in order and outboxes are FIFO, so any
 /// earlier delivery would have arrived before the marker. Needs echo on.
-pub async fn assert_nothing_delivered<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<S>,
-) {
+pub async fn assert_nothing_delivered<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) {
     let marker = "marker-7f3a";
     send_text(ws, marker).await;
-    assert_eq!(
-        recv(ws).await,
-        Message::text(marker),
-        "a message arrived before the marker"
-    );
+    assert_eq!(recv(ws).await, Message::text(marker), "a message arrived before the marker");
 }

@@ -35,14 +35,7 @@ pub fn run() -> ExitCode {
     println!("== 1/6 lint gate");
     let clippy = util::run(
         "cargo",
-        &[
-            "clippy",
-            "--all-targets",
-            "--all-features",
-            "--",
-            "-D",
-            "warnings",
-        ],
+        &["clippy", "--all-targets", "--all-features", "--", "-D", "warnings"],
         &[],
         false,
     );
@@ -52,21 +45,12 @@ pub fn run() -> ExitCode {
     let annotated = annotated_functions(&root.join("src"));
     let proof = util::run(
         "cargo",
-        &[
-            "build",
-            "--profile",
-            "audit",
-            "--features",
-            "no-panic",
-            "--example",
-            "no_panic_audit",
-        ],
+        &["build", "--profile", "audit", "--features", "no-panic", "--example", "no_panic_audit"],
         &[],
         false,
     );
     let rejected = rejected_functions(&proof.text);
-    let ran =
-        proof.success && util::run("target/audit/examples/no_panic_audit", &[], &[], false).success;
+    let ran = proof.success && util::run("target/audit/examples/no_panic_audit", &[], &[], false).success;
     gates.push(("no_panic proofs", proof.success && ran));
 
     println!("== 3/6 negative control");
@@ -93,12 +77,7 @@ pub fn run() -> ExitCode {
     gates.push(("cargo-deny", deny.success));
 
     println!("== 5/6 test suite (panics must be 0)");
-    let tests = util::run(
-        "cargo",
-        &["test", "--", "--nocapture"],
-        &[("RUST_BACKTRACE", "0")],
-        true,
-    );
+    let tests = util::run("cargo", &["test", "--", "--nocapture"], &[("RUST_BACKTRACE", "0")], true);
     let panics = count_panics(&tests.text);
     let (passed, failed) = count_tests(&tests.text);
     gates.push(("tests", tests.success));
@@ -106,10 +85,7 @@ pub fn run() -> ExitCode {
 
     println!("== 6/6 inventory of guarded panicking APIs");
     let inventory = check_inventory(&root);
-    gates.push((
-        "inventory matches the code",
-        inventory.iter().all(|i| i.found),
-    ));
+    gates.push(("inventory matches the code", inventory.iter().all(|i| i.found)));
 
     let report = Report {
         deny_set,
@@ -232,56 +208,20 @@ fn cargo_deny(root: &Path) -> (String, Output) {
         .map_or_else(|| root.join("../shared/advisory-db"), PathBuf::from);
     let date = std::fs::read_to_string(snapshot.join("SNAPSHOT.md"))
         .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                l.trim()
-                    .strip_prefix("- dated:")
-                    .map(|d| d.trim().to_owned())
-            })
-        })
+        .and_then(|t| t.lines().find_map(|l| l.trim().strip_prefix("- dated:").map(|d| d.trim().to_owned())))
         .unwrap_or_else(|| "unknown".to_owned());
     let db = root.join(ADVISORY_DB_DIR);
     if !db.join(".git").is_dir() {
         if !snapshot.join("crates").is_dir() {
             let text = format!("advisory snapshot not found at {}", snapshot.display());
-            return (
-                date,
-                Output {
-                    success: false,
-                    code: None,
-                    text,
-                },
-            );
+            return (date, Output { success: false, code: None, text });
         }
         let commit_date = format!("{date}T00:00:00Z");
         let steps: [(&str, Vec<String>); 4] = [
             ("mkdir", vec!["-p".into(), db.display().to_string()]),
-            (
-                "cp",
-                vec![
-                    "-r".into(),
-                    format!("{}/.", snapshot.display()),
-                    db.display().to_string(),
-                ],
-            ),
-            (
-                "git",
-                vec![
-                    "-C".into(),
-                    db.display().to_string(),
-                    "init".into(),
-                    "-q".into(),
-                ],
-            ),
-            (
-                "git",
-                vec![
-                    "-C".into(),
-                    db.display().to_string(),
-                    "add".into(),
-                    "-A".into(),
-                ],
-            ),
+            ("cp", vec!["-r".into(), format!("{}/.", snapshot.display()), db.display().to_string()]),
+            ("git", vec!["-C".into(), db.display().to_string(), "init".into(), "-q".into()]),
+            ("git", vec!["-C".into(), db.display().to_string(), "add".into(), "-A".into()]),
         ];
         for (program, args) in &steps {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -304,10 +244,7 @@ fn cargo_deny(root: &Path) -> (String, Output) {
                 "-qm",
                 "snapshot",
             ],
-            &[
-                ("GIT_AUTHOR_DATE", &commit_date),
-                ("GIT_COMMITTER_DATE", &commit_date),
-            ],
+            &[("GIT_AUTHOR_DATE", &commit_date), ("GIT_COMMITTER_DATE", &commit_date)],
             false,
         );
         if !commit.success {
@@ -318,10 +255,7 @@ fn cargo_deny(root: &Path) -> (String, Output) {
     if !fetch.success {
         return (date, fetch);
     }
-    (
-        date,
-        util::run("cargo", &["deny", "--offline", "check"], &[], false),
-    )
+    (date, util::run("cargo", &["deny", "--offline", "check"], &[], false))
 }
 
 /// Panics reported anywhere in the test run (the default hook prints "panicked at").
@@ -359,33 +293,12 @@ struct Guard {
     location: String,
 }
 
-const fn guard(
-    api: &'static str,
-    how: &'static str,
-    file: &'static str,
-    needle: &'static str,
-) -> Guard {
-    Guard {
-        api,
-        how,
-        file,
-        needle,
-        absent: false,
-        found: false,
-        location: String::new(),
-    }
+const fn guard(api: &'static str, how: &'static str, file: &'static str, needle: &'static str) -> Guard {
+    Guard { api, how, file, needle, absent: false, found: false, location: String::new() }
 }
 
 const fn unused(api: &'static str, how: &'static str, needle: &'static str) -> Guard {
-    Guard {
-        api,
-        how,
-        file: "src/",
-        needle,
-        absent: true,
-        found: false,
-        location: String::new(),
-    }
+    Guard { api, how, file: "src/", needle, absent: true, found: false, location: String::new() }
 }
 
 /// The inventory; each entry is checked against the code so it cannot go stale.
@@ -427,11 +340,7 @@ fn check_inventory(root: &Path) -> Vec<Guard> {
             "src/main.rs",
             "Builder::new_multi_thread()",
         ),
-        unused(
-            "`#[tokio::main]`",
-            "not used outside tests",
-            "#[tokio::main]",
-        ),
+        unused("`#[tokio::main]`", "not used outside tests", "#[tokio::main]"),
         unused(
             "`tokio::time::interval(Duration::ZERO)` panics",
             "no interval is created from configuration",
@@ -478,11 +387,7 @@ fn check_inventory(root: &Path) -> Vec<Guard> {
             "src/server.rs",
             "e.is_panic()",
         ),
-        unused(
-            "`.unwrap()` in library code",
-            "denied by clippy::unwrap_used",
-            ".unwrap()",
-        ),
+        unused("`.unwrap()` in library code", "denied by clippy::unwrap_used", ".unwrap()"),
     ];
     let files = rust_files(&root.join("src"));
     for item in &mut inventory {
@@ -497,10 +402,7 @@ fn check_inventory(root: &Path) -> Vec<Guard> {
                     .map(|i| format!("{}:{}", rel(f), i.saturating_add(1)))
             });
             item.found = hit.is_none();
-            item.location = hit.map_or_else(
-                || "not used in src/".to_owned(),
-                |at| format!("USED at {at}"),
-            );
+            item.location = hit.map_or_else(|| "not used in src/".to_owned(), |at| format!("USED at {at}"));
         } else {
             let text = std::fs::read_to_string(root.join(item.file)).unwrap_or_default();
             let line = text.lines().position(|l| l.contains(item.needle));
@@ -618,10 +520,7 @@ impl Report {
             if self.control.success {
                 "the build succeeded, so the proofs are NOT live".to_owned()
             } else {
-                format!(
-                    "build failed, rejecting `{}`",
-                    rejected_functions(&self.control.text).join("`, `")
-                )
+                format!("build failed, rejecting `{}`", rejected_functions(&self.control.text).join("`, `"))
             }
         );
 
@@ -633,17 +532,8 @@ impl Report {
             self.snapshot_date,
             ok(self.deny.success)
         );
-        let summary = self
-            .deny
-            .text
-            .lines()
-            .rev()
-            .find(|l| l.contains(" ok") || l.contains("FAILED"));
-        let _ = writeln!(
-            md,
-            "```text\n{}\n```",
-            summary.unwrap_or("(no summary line)")
-        );
+        let summary = self.deny.text.lines().rev().find(|l| l.contains(" ok") || l.contains("FAILED"));
+        let _ = writeln!(md, "```text\n{}\n```", summary.unwrap_or("(no summary line)"));
         if !self.deny.success {
             let _ = writeln!(md, "\n```text\n{}\n```", tail(&self.deny.text, 40));
         }
@@ -666,10 +556,7 @@ impl Report {
         }
 
         let _ = writeln!(md, "\n## 6. What is not proven, and how it is contained\n");
-        let _ = writeln!(
-            md,
-            "| function | why it cannot be proven | containment |\n|---|---|---|"
-        );
+        let _ = writeln!(md, "| function | why it cannot be proven | containment |\n|---|---|---|");
         for (f, why, how) in NOT_PROVEN {
             let _ = writeln!(md, "| {f} | {why} | {how} |");
         }
@@ -687,10 +574,7 @@ impl Report {
              `catch_unwind` can contain the broker's unprovable effects."
         );
 
-        let _ = writeln!(
-            md,
-            "\n## 7. Can we know at compile time that the broker cannot panic?\n"
-        );
+        let _ = writeln!(md, "\n## 7. Can we know at compile time that the broker cannot panic?\n");
         let proven: Vec<&str> = self.annotated.iter().map(|f| f.name.as_str()).collect();
         let _ = writeln!(
             md,

@@ -13,9 +13,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("audit") => audit::run(),
         Some("-h" | "--help") | None => {
-            println!(
-                "usage: cargo xtask <audit>\n\n  audit   run the panic audit; report in target/audit/"
-            );
+            println!("usage: cargo xtask <audit>\n\n  audit   run the panic audit; report in target/audit/");
             ExitCode::SUCCESS
         }
         Some(other) => {

@@ -6,9 +6,7 @@ use std::process::{Command, Stdio};
 /// The workspace root (the parent of this crate's manifest directory).
 pub fn root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map_or(manifest.clone(), Path::to_path_buf)
+    manifest.parent().map_or(manifest.clone(), Path::to_path_buf)
 }
 
 /// What a finished command left behind.
@@ -34,11 +32,7 @@ pub fn run(program: &str, args: &[&str], envs: &[(&str, &str)], echo: bool) -> O
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
-            return Output {
-                success: false,
-                code: None,
-                text: format!("cannot run {program}: {e}"),
-            };
+            return Output { success: false, code: None, text: format!("cannot run {program}: {e}") };
         }
     };
     let pump = |stream: Option<Box<dyn std::io::Read + Send>>| {
@@ -46,10 +40,7 @@ pub fn run(program: &str, args: &[&str], envs: &[(&str, &str)], echo: bool) -> O
             use std::io::BufRead;
             let mut collected = String::new();
             if let Some(stream) = stream {
-                for line in std::io::BufReader::new(stream)
-                    .lines()
-                    .map_while(Result::ok)
-                {
+                for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
                     if echo {
                         println!("{line}");
                     }
@@ -60,32 +51,14 @@ pub fn run(program: &str, args: &[&str], envs: &[(&str, &str)], echo: bool) -> O
             collected
         })
     };
-    let out = pump(
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-    );
-    let err = pump(
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-    );
+    let out = pump(child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>));
+    let err = pump(child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>));
     let status = child.wait();
     let mut text = out.join().unwrap_or_default();
     text.push_str(&err.join().unwrap_or_default());
     match status {
-        Ok(status) => Output {
-            success: status.success(),
-            code: status.code(),
-            text,
-        },
-        Err(e) => Output {
-            success: false,
-            code: None,
-            text: format!("{text}\nwait failed: {e}"),
-        },
+        Ok(status) => Output { success: status.success(), code: status.code(), text },
+        Err(e) => Output { success: false, code: None, text: format!("{text}\nwait failed: {e}") },
     }
 }
 
@@ -93,12 +66,7 @@ pub fn run(program: &str, args: &[&str], envs: &[(&str, &str)], echo: bool) -> O
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let skip = lines.len().saturating_sub(n);
-    lines
-        .iter()
-        .skip(skip)
-        .copied()
-        .collect::<Vec<_>>()
-        .join("\n")
+    lines.iter().skip(skip).copied().collect::<Vec<_>>().join("\n")
 }
 
 /// Every `.rs` file under `dir`, sorted.
@@ -124,8 +92,5 @@ pub fn rust_files(dir: &Path) -> Vec<PathBuf> {
 
 /// `path` relative to the workspace root, for reports.
 pub fn rel(path: &Path) -> String {
-    path.strip_prefix(root())
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    path.strip_prefix(root()).unwrap_or(path).display().to_string()
 }
