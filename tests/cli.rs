@@ -43,6 +43,19 @@ fn invalid_configuration_exits_2_with_one_line() {
     assert_usage_error(&["--shutdown-timeout", "100000h"], "--shutdown-timeout");
     assert_usage_error(&["--log-format", "xml"], "--log-format");
     assert_usage_error(&["--no-such-flag"], "--no-such-flag");
+    assert_usage_error(&["--max-message-size", "0"], "--max-message-size");
+    assert_usage_error(&["--max-message-size", "2GiB"], "--max-message-size");
+    assert_usage_error(&["--max-message-size", "12 parsecs"], "--max-message-size");
+    assert_usage_error(&["--read-buffer-size", "0"], "--read-buffer-size");
+    assert_usage_error(&["--write-buffer-size", "1TiB"], "--write-buffer-size");
+    assert_usage_error(&["--max-connections", "0"], "--max-connections");
+    assert_usage_error(&["--max-room-length", "0"], "--max-room-length");
+    assert_usage_error(&["--handshake-timeout", "0ms"], "--handshake-timeout");
+    assert_usage_error(&["--ping-interval", "0s"], "--ping-interval");
+    assert_usage_error(&["--write-timeout", "forever"], "--write-timeout");
+    assert_usage_error(&["--slow-consumer", "ignore"], "--slow-consumer");
+    // Valid one by one, invalid together: idle connections would be closed between pings.
+    assert_usage_error(&["--ping-interval", "30s", "--idle-timeout", "10s"], "--idle-timeout");
 }
 
 #[test]
@@ -62,6 +75,17 @@ fn help_lists_every_flag_and_exits_0() {
         "--broker-capacity",
         "--outbox-capacity",
         "--no-echo",
+        "--slow-consumer",
+        "--max-message-size",
+        "--read-buffer-size",
+        "--write-buffer-size",
+        "--max-connections",
+        "--max-room-length",
+        "--handshake-timeout",
+        "--ping-interval",
+        "--idle-timeout",
+        "--write-timeout",
+        "--allowed-origin",
         "--shutdown-timeout",
         "--log-format",
     ] {

@@ -317,10 +317,22 @@ fn check_inventory(root: &Path) -> Vec<Guard> {
             "pub const MAX_CAPACITY",
         ),
         guard(
-            "`mpsc::channel` on a hand-built Config",
-            "clamped to 1..=MAX_CAPACITY at the call",
+            "`mpsc::channel` / `Semaphore::new` on a hand-built Config",
+            "`Server::bind` runs `Config::validate` (every range again) before any constructor",
             "src/server.rs",
-            "clamp(1, crate::config::MAX_CAPACITY)",
+            "config.validate()?",
+        ),
+        guard(
+            "`Semaphore::new(n)` panics for n > usize::MAX >> 3",
+            "--max-connections is bounded by MAX_CONNECTIONS = 10^7",
+            "src/config.rs",
+            "pub const MAX_CONNECTIONS",
+        ),
+        guard(
+            "tungstenite asserts `max_write_buffer_size > write_buffer_size` at accept",
+            "derived as write buffer + max message + frame header, and at least write buffer + 1",
+            "src/config.rs",
+            ".max(self.write_buffer_size.saturating_add(1))",
         ),
         guard(
             "`Instant + Duration` overflow panics",
@@ -329,10 +341,10 @@ fn check_inventory(root: &Path) -> Vec<Guard> {
             "if d.is_zero() || d > MAX_DURATION",
         ),
         guard(
-            "`Instant + Duration` overflow in the close linger",
+            "`Instant + Duration` overflow in deadlines (linger, idle timeout, first ping)",
             "`checked_add`, falling back to now",
             "src/connection/reader.rs",
-            "now.checked_add(CLOSE_LINGER)",
+            "now.checked_add(after)",
         ),
         guard(
             "`#[tokio::main]` expects on runtime construction",
@@ -341,10 +353,16 @@ fn check_inventory(root: &Path) -> Vec<Guard> {
             "Builder::new_multi_thread()",
         ),
         unused("`#[tokio::main]`", "not used outside tests", "#[tokio::main]"),
+        guard(
+            "`tokio::time::interval_at(_, Duration::ZERO)` panics",
+            "the ping interval is validated to be above zero",
+            "src/connection/writer.rs",
+            "interval_at(deadline_after(timing.ping_interval), timing.ping_interval)",
+        ),
         unused(
-            "`tokio::time::interval(Duration::ZERO)` panics",
-            "no interval is created from configuration",
-            "interval(",
+            "`tokio::time::interval(..)`",
+            "only `interval_at` with a validated period",
+            "time::interval(",
         ),
         unused(
             "`Duration::from_secs_f64` panics on NaN, negative or huge input",
