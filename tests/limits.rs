@@ -1,6 +1,15 @@
 //! Admission limits and liveness: the connection limit (503), allowed origins (403),
 //! pings, the idle timeout (1001), the write timeout, and slow consumers (1008).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "test helpers: a failed expectation must fail the test, as in #[test] fns (clippy.toml)"
+)]
+
 mod common;
 
 use std::time::Duration;

@@ -77,7 +77,7 @@ async fn a_never_reading_client_cannot_grow_server_memory_without_bound() {
     let peak = status_kib(pid, "VmHWM:");
     eprintln!(
         "server RSS: baseline {baseline} KiB, peak {peak} KiB after {} MiB published",
-        MESSAGES * SIZE >> 20
+        (MESSAGES * SIZE) >> 20
     );
     assert!(peak < BOUND_MIB * 1024, "peak RSS {peak} KiB exceeds {BOUND_MIB} MiB");
 
