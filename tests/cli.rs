@@ -106,13 +106,21 @@ fn spawn_server(extra: &[&str]) -> (Child, String) {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
+    let mut rlimit_logged = false;
     let addr = loop {
         let line = lines.next().expect("server exited before listening").unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).expect("every log line is JSON");
+        if v["message"] == "RLIMIT_NOFILE" {
+            // The soft limit was raised to the hard limit, and both are logged.
+            assert_eq!(v["soft"], v["hard"], "soft limit not raised: {line}");
+            assert!(v["soft_before"].is_u64(), "{line}");
+            rlimit_logged = true;
+        }
         if v["message"] == "wsbroker listening" {
             break v["listen"].as_str().unwrap().to_owned();
         }
     };
+    assert!(rlimit_logged, "RLIMIT_NOFILE is logged before listening");
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     (child, addr)

@@ -360,6 +360,19 @@ mod tests {
     }
 
     #[test]
+    fn drops_are_logged_at_most_once_per_interval() {
+        let (tx, _rx) = mpsc::channel(1);
+        let mut member = Member::new(ConnId(1), tx, CancellationToken::new());
+        log_drop(&mut member, "/r");
+        let first = member.drop_logged_at.unwrap();
+        log_drop(&mut member, "/r");
+        assert_eq!(member.drop_logged_at, Some(first), "a second drop within the interval is not logged");
+        member.drop_logged_at = first.checked_sub(DROP_LOG_INTERVAL);
+        log_drop(&mut member, "/r");
+        assert!(member.drop_logged_at.unwrap() >= first, "logged again once the interval has passed");
+    }
+
+    #[test]
     fn try_join_needs_an_existing_room_with_spare_capacity() {
         let mut rooms = Rooms::new(settings(true));
         let (tx, _rx) = mpsc::channel(1);
