@@ -306,9 +306,9 @@ fn check_inventory(root: &Path) -> Vec<Guard> {
     let mut inventory = vec![
         guard(
             "`mpsc::channel(0)` panics",
-            "capacities are parsed as 1..=MAX_CAPACITY; a hand-built Config is clamped before `channel`",
+            "capacities are parsed as 1..=MAX_CAPACITY; a hand-built Config is re-checked by `validate`",
             "src/config.rs",
-            "if n == 0 || n > MAX_CAPACITY",
+            "parse_in_range(s, 1, MAX_CAPACITY)",
         ),
         guard(
             "`mpsc::channel(n)` panics for n > usize::MAX >> 3",
