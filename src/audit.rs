@@ -20,7 +20,7 @@ use crate::config::SlowConsumer;
 /// Links (and runs once) every `no_panic`-annotated function.
 pub fn link_all() {
     let settings = Settings { echo: black_box(true), slow_consumer: black_box(SlowConsumer::Disconnect) };
-    let mut broker = Broker::new(settings);
+    let mut broker = Broker::new(settings, std::sync::Arc::new(crate::metrics::Metrics::default()));
     let room: Arc<str> = Arc::from(black_box("/audit"));
     let (outbox_tx, mut outbox_rx) = mpsc::channel::<Message>(black_box(4));
     let (stats_tx, stats_rx) = oneshot::channel();

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::rooms::{BrokerStats, Counters, MemberStats, RoomStats};
 use self::rooms::{Member, Rooms};
 use crate::config::SlowConsumer;
+use crate::metrics::Metrics;
 
 /// Identifies one connection for the whole life of the server process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,11 +110,13 @@ pub(crate) struct Settings {
 pub(crate) struct Broker {
     rooms: Rooms,
     panics_caught: u64,
+    /// Where the broker publishes its counters for the metrics endpoint.
+    metrics: Arc<Metrics>,
 }
 
 impl Broker {
-    pub(crate) fn new(settings: Settings) -> Self {
-        Self { rooms: Rooms::new(settings), panics_caught: 0 }
+    pub(crate) fn new(settings: Settings, metrics: Arc<Metrics>) -> Self {
+        Self { rooms: Rooms::new(settings), panics_caught: 0, metrics }
     }
 
     /// Handles one operation. Proven not to unwind under the `no-panic` feature.
@@ -152,6 +155,8 @@ impl Broker {
         if caught {
             self.panics_caught = self.panics_caught.wrapping_add(1);
         }
+        // Relaxed atomic stores: proven, and cheap next to the operation itself.
+        self.metrics.store_broker(self.rooms.counters(), self.rooms.len(), self.panics_caught);
     }
 }
 
@@ -179,8 +184,8 @@ fn contain(effect: impl FnOnce()) -> bool {
 /// have dropped their senders (or the inbox was closed and drained), so no command
 /// can ever arrive again and the broker returns. The server treats a return while
 /// it is still accepting as a failure (see `server::run`).
-pub(crate) async fn run(mut inbox_rx: mpsc::Receiver<Command>, settings: Settings) {
-    let mut broker = Broker::new(settings);
+pub(crate) async fn run(mut inbox_rx: mpsc::Receiver<Command>, settings: Settings, metrics: Arc<Metrics>) {
+    let mut broker = Broker::new(settings, metrics);
     while let Some(command) = inbox_rx.recv().await {
         match command {
             Command::Op(op) => broker.handle(op),

@@ -144,6 +144,11 @@ pub struct Config {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Serve Prometheus metrics (GET /metrics) and health (GET /healthz) on this
+    /// address, a listener separate from the WebSocket one. Off when absent.
+    #[arg(long, env = "WSBROKER_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// On SIGINT/SIGTERM, how long to wait for connections to close after sending
     /// them Close 1001 (e.g. "5s", "500ms").
     #[arg(long, env = "WSBROKER_SHUTDOWN_TIMEOUT", value_name = "DURATION", default_value = "5s",
@@ -199,6 +204,7 @@ impl Config {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
+            metrics_listen: None,
             shutdown_timeout: Duration::from_secs(5),
             worker_threads: 0,
             log_format: LogFormat::Text,

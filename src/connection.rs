@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::broker::{Command, ConnId, Op};
+use crate::metrics::Metrics;
 
 /// After our Close frame is sent, how long the reader keeps reading for the peer's
 /// Close reply before dropping the socket. Waiting for the reply lets the peer read
@@ -70,6 +71,8 @@ pub(crate) struct Context {
     pub ping_interval: Duration,
     /// End a connection whose socket write does not complete in this time.
     pub write_timeout: Duration,
+    /// Counts closes by code.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs one upgraded connection to its end: registers it with the broker, runs the
@@ -83,7 +86,7 @@ pub(crate) async fn run(
 ) {
     let span = tracing::debug_span!("conn", id = id.0, room = %room, peer = %peer);
     async move {
-        tracing::debug!("connection open");
+        tracing::debug!(conn = id.0, room = %room, %peer, "connection open");
         let (ws_tx, ws_rx) = ws.split();
         // The outbox: the broker holds `outbox_tx` (registered below), the writer
         // holds `outbox_rx`. It closes when the broker deregisters this connection.
@@ -107,7 +110,7 @@ pub(crate) async fn run(
         let writer = tokio::spawn(writer::run(ws_tx, outbox_rx, signals, timing).in_current_span());
 
         let join = Command::Op(Op::Join { id, room: Arc::clone(&room), outbox_tx, kick });
-        let close = if ctx.broker_tx.send(join).await.is_ok() {
+        let peer_close = if ctx.broker_tx.send(join).await.is_ok() {
             let reader =
                 reader::Reader { id, room: &room, broker_tx: &ctx.broker_tx, idle_timeout: ctx.idle_timeout };
             reader.run(ws_rx, stop_tx, &writer_done).await
@@ -126,12 +129,21 @@ pub(crate) async fn run(
         if ctx.broker_tx.send(Command::Op(Op::Leave { id, room: Arc::clone(&room) })).await.is_err() {
             tracing::debug!("broker gone; nothing to deregister from");
         }
-        match writer.await {
-            Ok(()) => {}
-            Err(e) if e.is_panic() => tracing::error!("writer task panicked"),
-            Err(_) => tracing::debug!("writer task cancelled"),
-        }
-        tracing::debug!(close_code = close.map(u16::from), "connection closed");
+        let sent_close = match writer.await {
+            Ok(sent) => sent,
+            Err(e) if e.is_panic() => {
+                tracing::error!("writer task panicked");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("writer task cancelled");
+                None
+            }
+        };
+        // The close handshake's code: ours if we sent a Close, else the peer's.
+        let close_code = sent_close.or(peer_close).map(u16::from);
+        ctx.metrics.closed(close_code);
+        tracing::debug!(conn = id.0, room = %room, %peer, close_code, "connection closed");
     }
     .instrument(span)
     .await;

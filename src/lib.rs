@@ -9,6 +9,7 @@
 //!   (failure locations ① in `connection::reader`, ⑤ in `connection::writer`).
 //! - [`broker`]: the one task that owns all room state (locations ② and ④).
 //! - [`config`]: command-line flags, validated so no value can reach a panicking API.
+//! - [`metrics`]: counters, and the `/metrics` and `/healthz` endpoint.
 //! - [`error`]: why the server could not start or had to stop.
 //! - [`shutdown`], [`logging`], [`panic_hook`], [`fd_limit`]: process plumbing for the
 //!   binary.
@@ -22,6 +23,7 @@ pub(crate) mod connection;
 pub mod error;
 pub mod fd_limit;
 pub mod logging;
+pub mod metrics;
 pub mod panic_hook;
 pub mod server;
 pub mod shutdown;

@@ -32,6 +32,7 @@ use crate::broker::{self, BrokerStats, Command, ConnId, Hook, Op};
 use crate::config::Config;
 use crate::connection;
 use crate::error::{BrokerStop, Error};
+use crate::metrics::{Metrics, RejectReason};
 
 /// After an `accept` error (typically EMFILE: out of file descriptors), wait this long
 /// before accepting again, so the loop does not spin while connections close and
@@ -54,6 +55,9 @@ pub struct Server {
     broker_rx: mpsc::Receiver<Command>,
     /// One permit per admitted connection, held until the connection ends.
     admission: Arc<Semaphore>,
+    /// The `--metrics-listen` listener, bound with the main one.
+    metrics_listener: Option<TcpListener>,
+    metrics: Arc<Metrics>,
 }
 
 /// A cheap handle for observing (and, in tests, injecting faults into) a server.
@@ -65,6 +69,8 @@ pub struct ServerHandle {
     broker_tx: mpsc::WeakSender<Command>,
     admission: Arc<Semaphore>,
     max_connections: usize,
+    broker_capacity: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Server {
@@ -77,9 +83,19 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind { addr: config.listen, source })?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?),
+            None => None,
+        };
         let (broker_tx, broker_rx) = mpsc::channel(config.broker_capacity);
         let admission = Arc::new(Semaphore::new(config.max_connections));
-        Ok(Self { listener, config, broker_tx, broker_rx, admission })
+        let metrics = Arc::new(Metrics::default());
+        Ok(Self { listener, config, broker_tx, broker_rx, admission, metrics_listener, metrics })
+    }
+
+    /// The metrics endpoint's address, when `--metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The address actually bound (useful with port 0).
@@ -93,15 +109,26 @@ impl Server {
             broker_tx: self.broker_tx.downgrade(),
             admission: Arc::clone(&self.admission),
             max_connections: self.config.max_connections,
+            broker_capacity: self.config.broker_capacity,
+            metrics: Arc::clone(&self.metrics),
         }
     }
 
     /// Serves until `shutdown` completes (then returns `Ok`) or the broker task ends
     /// on its own (then returns [`Error::BrokerStopped`]).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let Self { listener, config, broker_tx, broker_rx, admission } = self;
+        let handle = self.handle();
+        let Self { listener, config, broker_tx, broker_rx, admission, metrics_listener, metrics } = self;
         let settings = broker::Settings { echo: !config.no_echo, slow_consumer: config.slow_consumer };
-        let mut broker = tokio::spawn(broker::run(broker_rx, settings));
+        metrics.set_broker_running(true);
+        let mut broker = tokio::spawn(broker::run(broker_rx, settings, Arc::clone(&metrics)));
+        // The metrics endpoint runs until `run` returns, so /healthz can report 503
+        // while the server drains after a broker failure or during shutdown.
+        let metrics_stop = CancellationToken::new();
+        let _stop_metrics = metrics_stop.clone().drop_guard();
+        let metrics_task = metrics_listener.map(|l| {
+            tokio::spawn(crate::metrics::serve(l, Arc::clone(&metrics), handle, metrics_stop.clone()))
+        });
         let shutdown_token = CancellationToken::new();
         let admit = Arc::new(Admit::from_config(&config));
         let ctx = connection::Context {
@@ -111,11 +138,13 @@ impl Server {
             idle_timeout: config.idle_timeout,
             ping_interval: config.ping_interval,
             write_timeout: config.write_timeout,
+            metrics: Arc::clone(&metrics),
         };
         let rejections = Arc::new(Semaphore::new(MAX_PENDING_REJECTIONS));
         let mut connections = JoinSet::new();
         let mut next_id: u64 = 0;
         tokio::pin!(shutdown);
+        metrics.set_accepting(true);
         match listener.local_addr() {
             Ok(addr) => tracing::info!(listen = %addr, "wsbroker listening"),
             Err(e) => tracing::info!(listen = %config.listen, error = %e, "wsbroker listening"),
@@ -140,13 +169,16 @@ impl Server {
                             let id = ConnId(next_id);
                             connections.spawn(serve(stream, peer, id, ctx.clone(), Arc::clone(&admit), permit));
                         }
-                        Err(_) => match Arc::clone(&rejections).try_acquire_owned() {
-                            Ok(slot) => {
-                                tracing::info!(%peer, "connection limit reached; rejecting with 503");
-                                connections.spawn(reject(stream, peer, Arc::clone(&admit), slot));
+                        Err(_) => {
+                            metrics.rejected(RejectReason::Limit);
+                            match Arc::clone(&rejections).try_acquire_owned() {
+                                Ok(slot) => {
+                                    tracing::info!(%peer, "connection limit reached; rejecting with 503");
+                                    connections.spawn(reject(stream, peer, Arc::clone(&admit), slot));
+                                }
+                                Err(_) => tracing::info!(%peer, "connection limit reached; closing at once"),
                             }
-                            Err(_) => tracing::info!(%peer, "connection limit reached; closing at once"),
-                        },
+                        }
                     },
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed; backing off");
@@ -156,6 +188,7 @@ impl Server {
             }
         };
         drop(listener);
+        metrics.set_accepting(false);
         // Only connections hold broker senders from here on, so the broker returns
         // (location ②) once they have all ended.
         drop(ctx);
@@ -175,16 +208,30 @@ impl Server {
                         broker.abort();
                     }
                 }
+                metrics.set_broker_running(false);
+                stop_metrics(metrics_stop, metrics_task).await;
                 tracing::info!("shutdown complete");
                 Ok(())
             }
             Some(cause) => {
+                metrics.set_broker_running(false);
                 tracing::error!(%cause, "broker task stopped; closing every connection with 1011");
                 // The broker's state is gone, so every outbox has closed and each
                 // writer is sending 1011 (location ⑤). Wait for them as for shutdown.
                 drain(&mut connections, config.shutdown_timeout).await;
+                stop_metrics(metrics_stop, metrics_task).await;
                 Err(Error::BrokerStopped(cause))
             }
+        }
+    }
+}
+
+/// Stops the metrics endpoint and waits for it (it stops at once when cancelled).
+async fn stop_metrics(stop: CancellationToken, task: Option<tokio::task::JoinHandle<()>>) {
+    stop.cancel();
+    if let Some(task) = task {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "metrics endpoint task failed");
         }
     }
 }
@@ -303,6 +350,7 @@ async fn serve(
         tracing::debug!(error = %e, "could not set TCP_NODELAY");
     }
     let mut room: Option<Arc<str>> = None;
+    let mut refused: Option<Rejection> = None;
     #[expect(clippy::result_large_err, reason = "the Err type is fixed by tungstenite's Callback trait")]
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         match admit.check(request) {
@@ -311,20 +359,28 @@ async fn serve(
                 Ok(response)
             }
             Err(rejection) => {
-                tracing::info!(%peer, reason = ?rejection, "handshake rejected");
+                refused = Some(rejection);
                 Err(rejection.response())
             }
         }
     };
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(admit.ws_config));
-    let ws = match tokio::time::timeout(admit.handshake_timeout, handshake).await {
+    let outcome = tokio::time::timeout(admit.handshake_timeout, handshake).await;
+    let ws = match outcome {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "handshake failed");
+            let reason = match refused {
+                Some(Rejection::Origin) => RejectReason::Origin,
+                Some(Rejection::Limit) => RejectReason::Limit,
+                Some(Rejection::RoomTooLong) | None => RejectReason::BadRequest,
+            };
+            ctx.metrics.rejected(reason);
+            tracing::info!(%peer, reason = ?reason, error = %e, "handshake rejected");
             return;
         }
         Err(_) => {
-            tracing::info!(%peer, "handshake timed out");
+            ctx.metrics.rejected(RejectReason::Timeout);
+            tracing::info!(%peer, reason = ?RejectReason::Timeout, "handshake rejected");
             return;
         }
     };
@@ -364,6 +420,21 @@ impl ServerHandle {
     /// Admitted connections, including those still in their handshake.
     pub fn open_connections(&self) -> usize {
         self.max_connections.saturating_sub(self.admission.available_permits())
+    }
+
+    /// Commands waiting in the broker's inbox (0 once the broker is gone).
+    pub fn inbox_depth(&self) -> usize {
+        self.broker_tx.upgrade().map_or(0, |tx| self.broker_capacity.saturating_sub(tx.capacity()))
+    }
+
+    /// Whether the broker runs and the server accepts connections (what /healthz says).
+    pub fn healthy(&self) -> bool {
+        self.metrics.healthy()
+    }
+
+    /// The metrics, rendered as the `/metrics` endpoint would.
+    pub fn render_metrics(&self) -> String {
+        crate::metrics::render(&self.metrics, self)
     }
 
     /// Test fault injection; returns whether the broker accepted the hook.

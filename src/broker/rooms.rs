@@ -166,6 +166,18 @@ impl Rooms {
         Some(Left { member, emptied })
     }
 
+    /// The running totals.
+    #[inline]
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Number of rooms (each has at least one member).
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.rooms.len()
+    }
+
     /// Removes a whole room, handing back its members for the caller to drop.
     #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
     pub(crate) fn remove_room(&mut self, room: &str) -> Option<(Arc<str>, Vec<Member>)> {

@@ -34,7 +34,8 @@ pub(crate) struct Reader<'a> {
 
 impl Reader<'_> {
     /// Reads client messages and forwards data messages to the broker until the
-    /// connection ends. Returns the close code this side asked the writer to send.
+    /// connection ends. Returns the code of the peer's Close frame, if it sent one
+    /// (1005, "no status", for a Close without a code).
     pub(crate) async fn run(
         self,
         mut ws_rx: SplitStream<WebSocketStream<TcpStream>>,
@@ -43,7 +44,7 @@ impl Reader<'_> {
     ) -> Option<CloseCode> {
         // Consumed when the reader decides how the writer should end.
         let mut stop_tx = Some(stop_tx);
-        let mut sent_close = None;
+        let mut peer_close = None;
         // Set when the writer has ended: from then on we only wait (briefly) for the
         // peer to finish the close handshake.
         let mut linger_until: Option<Instant> = None;
@@ -64,7 +65,6 @@ impl Reader<'_> {
                 }
                 () = &mut idle, if stop_tx.is_some() => {
                     tracing::debug!("idle timeout; closing with 1001");
-                    sent_close = Some(CloseCode::Away);
                     signal(&mut stop_tx, Stop::Close(CloseCode::Away, "idle timeout"));
                     continue;
                 }
@@ -86,7 +86,6 @@ impl Reader<'_> {
                             if sent.is_err() {
                                 // Location ①, Err: the broker is gone. Close with 1011.
                                 tracing::warn!("broker inbox closed; closing connection with 1011");
-                                sent_close = Some(CloseCode::Error);
                                 signal(&mut stop_tx, Stop::Close(CloseCode::Error, "broker unavailable"));
                             }
                         }
@@ -97,13 +96,15 @@ impl Reader<'_> {
                 }
                 // Pings are answered and Close frames replied to by the protocol layer
                 // on the next read; pongs need nothing. Keep reading so those flush.
-                Some(Ok(Message::Close(_))) => signal(&mut stop_tx, Stop::PeerGone),
+                Some(Ok(Message::Close(frame))) => {
+                    peer_close = Some(frame.map_or(CloseCode::Status, |f| f.code));
+                    signal(&mut stop_tx, Stop::PeerGone);
+                }
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Err(e)) => {
                     match close_code_for(&e) {
                         Some((code, reason)) => {
                             tracing::debug!(error = %e, "protocol violation; closing with {code}");
-                            sent_close = Some(code);
                             signal(&mut stop_tx, Stop::CloseAfterDrain(code, reason));
                         }
                         None => {
@@ -120,7 +121,7 @@ impl Reader<'_> {
                 }
             }
         }
-        sent_close
+        peer_close
     }
 }
 

@@ -51,13 +51,13 @@ pub(crate) struct Timing {
 type Ending = Option<(CloseCode, &'static str)>;
 
 /// Writes outbox messages to the socket until told to stop, the outbox closes, or the
-/// socket fails or stalls.
+/// socket fails or stalls. Returns the code of the Close frame it sent, if any.
 pub(crate) async fn run(
     mut ws_tx: WsSink,
     mut outbox_rx: mpsc::Receiver<Message>,
     signals: Signals,
     timing: Timing,
-) {
+) -> Option<CloseCode> {
     let Signals { mut stop_rx, shutdown, kick, _done } = signals;
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     // The interval is validated to be non-zero (interval_at panics on zero).
@@ -112,11 +112,13 @@ pub(crate) async fn run(
             }
         }
     };
-    if let Some((code, reason)) = close {
-        let frame = Message::Close(Some(close_frame(code, reason)));
-        if !bounded(timing.write_timeout, send_flush(&mut ws_tx, frame)).await {
-            tracing::debug!("could not send Close {code}");
-        }
+    let (code, reason) = close?;
+    let frame = Message::Close(Some(close_frame(code, reason)));
+    if bounded(timing.write_timeout, send_flush(&mut ws_tx, frame)).await {
+        Some(code)
+    } else {
+        tracing::debug!("could not send Close {code}");
+        None
     }
 }
 

@@ -30,6 +30,7 @@ pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub handle: ServerHandle,
     pub config: Config,
     shutdown_tx: oneshot::Sender<()>,
@@ -47,12 +48,13 @@ impl TestServer {
         adjust(&mut config);
         let server = Server::bind(config.clone()).await.expect("bind 127.0.0.1:0");
         let addr = server.local_addr().unwrap();
+        let metrics_addr = server.metrics_addr();
         let handle = server.handle();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let join = tokio::spawn(server.run(async move {
             let _ = shutdown_rx.await;
         }));
-        Self { addr, handle, config, shutdown_tx, join }
+        Self { addr, metrics_addr, handle, config, shutdown_tx, join }
     }
 
     pub fn url(&self, room: &str) -> String {

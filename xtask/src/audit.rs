@@ -214,7 +214,7 @@ fn cargo_deny(root: &Path) -> (String, Output) {
     if !db.join(".git").is_dir() {
         if !snapshot.join("crates").is_dir() {
             let text = format!("advisory snapshot not found at {}", snapshot.display());
-            return (date, Output { success: false, code: None, text });
+            return (date, Output { success: false, text });
         }
         let commit_date = format!("{date}T00:00:00Z");
         let steps: [(&str, Vec<String>); 4] = [

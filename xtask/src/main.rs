@@ -2,8 +2,11 @@
 //!
 //! - `cargo xtask audit`: the panic audit; writes `target/audit/report.md` and
 //!   `target/audit/report.json` and exits non-zero when any gate fails.
+//! - `cargo xtask bench`: the benchmarks; writes `target/bench/` (and, with
+//!   `--write-docs`, `BENCHMARKS.md` and `docs/benchmarks.svg`).
 
 mod audit;
+mod bench;
 mod util;
 
 use std::process::ExitCode;
@@ -12,8 +15,12 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("audit") => audit::run(),
+        Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
         Some("-h" | "--help") | None => {
-            println!("usage: cargo xtask <audit>\n\n  audit   run the panic audit; report in target/audit/");
+            println!(
+                "usage: cargo xtask <audit|bench>\n\n  audit   run the panic audit; report in target/audit/\n  \
+                 bench   [--peer bun] [--peer node-ws] [--quick] [--write-docs]; report in target/bench/"
+            );
             ExitCode::SUCCESS
         }
         Some(other) => {

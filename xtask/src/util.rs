@@ -12,7 +12,6 @@ pub fn root() -> PathBuf {
 /// What a finished command left behind.
 pub struct Output {
     pub success: bool,
-    pub code: Option<i32>,
     /// stdout and stderr, interleaved as far as the pipe allows.
     pub text: String,
 }
@@ -32,7 +31,7 @@ pub fn run(program: &str, args: &[&str], envs: &[(&str, &str)], echo: bool) -> O
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
-            return Output { success: false, code: None, text: format!("cannot run {program}: {e}") };
+            return Output { success: false, text: format!("cannot run {program}: {e}") };
         }
     };
     let pump = |stream: Option<Box<dyn std::io::Read + Send>>| {
@@ -57,8 +56,8 @@ pub fn run(program: &str, args: &[&str], envs: &[(&str, &str)], echo: bool) -> O
     let mut text = out.join().unwrap_or_default();
     text.push_str(&err.join().unwrap_or_default());
     match status {
-        Ok(status) => Output { success: status.success(), code: status.code(), text },
-        Err(e) => Output { success: false, code: None, text: format!("{text}\nwait failed: {e}") },
+        Ok(status) => Output { success: status.success(), text },
+        Err(e) => Output { success: false, text: format!("{text}\nwait failed: {e}") },
     }
 }
 

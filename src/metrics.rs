@@ -1,0 +1,324 @@
+//! Metrics and health: counters shared by the tasks that produce them, and the
+//! `--metrics-listen` HTTP endpoint (`GET /metrics`, `GET /healthz`).
+//!
+//! Producers only touch plain atomics, never a metrics library: the broker counts in
+//! plain integers inside its proven code and copies them into [`Metrics`] with
+//! relaxed stores after each operation (which the no_panic proof accepts), and the
+//! connection and accept code bump atomics. At scrape time the endpoint copies every
+//! value into a `prometheus-client` registry and encodes it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::rooms::Counters;
+use crate::server::ServerHandle;
+
+/// At most this many scrape connections are served at once; more wait in the
+/// listener's backlog. An operator's endpoint must not become unbounded work.
+const MAX_SCRAPE_CONNECTIONS: usize = 16;
+
+/// A scrape request must arrive within this time.
+const SCRAPE_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a handshake was refused, as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// `--max-connections` reached (HTTP 503).
+    Limit,
+    /// Origin not allowed (HTTP 403).
+    Origin,
+    /// Not a valid WebSocket upgrade: not HTTP, a header over 64 KiB, a room name
+    /// over `--max-room-length` (HTTP 414), a peer gone mid-handshake.
+    BadRequest,
+    /// No complete handshake within `--handshake-timeout`.
+    Timeout,
+}
+
+impl RejectReason {
+    const ALL: [Self; 4] = [Self::Limit, Self::Origin, Self::BadRequest, Self::Timeout];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Limit => "limit",
+            Self::Origin => "origin",
+            Self::BadRequest => "bad_request",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// The close codes counted by `wsbroker_closes_total`; anything else is "other".
+const CLOSE_CODES: [u16; 8] = [1000, 1001, 1002, 1007, 1008, 1009, 1011, 1013];
+
+/// Every value the endpoint reports, as atomics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    // Copied from the broker's counters after every broker operation.
+    published: AtomicU64,
+    delivered: AtomicU64,
+    dropped_full: AtomicU64,
+    dropped_closed: AtomicU64,
+    slow_disconnects: AtomicU64,
+    rooms: AtomicU64,
+    broker_panics_caught: AtomicU64,
+    // Counted by the accept loop and the connections.
+    rejections: [AtomicU64; 4],
+    closes: [AtomicU64; CLOSE_CODES.len()],
+    closes_other: AtomicU64,
+    closes_none: AtomicU64,
+    // Health.
+    broker_running: AtomicBool,
+    accepting: AtomicBool,
+}
+
+impl Metrics {
+    /// Copies the broker's counters. Relaxed stores: each value is independent, and a
+    /// scrape that sees one a moment older than another is fine.
+    #[inline]
+    pub(crate) fn store_broker(&self, counters: &Counters, rooms: usize, panics_caught: u64) {
+        self.published.store(counters.published, Ordering::Relaxed);
+        self.delivered.store(counters.delivered, Ordering::Relaxed);
+        self.dropped_full.store(counters.dropped_full, Ordering::Relaxed);
+        self.dropped_closed.store(counters.dropped_closed, Ordering::Relaxed);
+        self.slow_disconnects.store(counters.slow_disconnects, Ordering::Relaxed);
+        self.rooms.store(rooms as u64, Ordering::Relaxed);
+        self.broker_panics_caught.store(panics_caught, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rejected(&self, reason: RejectReason) {
+        let index = RejectReason::ALL.iter().position(|r| *r == reason);
+        if let Some(counter) = index.and_then(|i| self.rejections.get(i)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a finished connection by the code of its close handshake (`None`: it
+    /// ended without one).
+    pub(crate) fn closed(&self, code: Option<u16>) {
+        let counter = match code {
+            None => &self.closes_none,
+            Some(code) => CLOSE_CODES
+                .iter()
+                .position(|c| *c == code)
+                .and_then(|i| self.closes.get(i))
+                .unwrap_or(&self.closes_other),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_broker_running(&self, running: bool) {
+        self.broker_running.store(running, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_accepting(&self, accepting: bool) {
+        self.accepting.store(accepting, Ordering::Relaxed);
+    }
+
+    /// Healthy while the broker runs and the server accepts connections.
+    pub fn healthy(&self) -> bool {
+        self.broker_running.load(Ordering::Relaxed) && self.accepting.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: String,
+}
+
+/// Renders every metric in the Prometheus/OpenMetrics text format.
+pub fn render(metrics: &Metrics, handle: &ServerHandle) -> String {
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut registry = Registry::with_prefix("wsbroker");
+
+    let counter = |registry: &mut Registry, name: &str, help: &str, value: u64| {
+        let c: Counter = Counter::default();
+        c.inner().store(value, Ordering::Relaxed);
+        registry.register(name, help, c);
+    };
+    let gauge = |registry: &mut Registry, name: &str, help: &str, value: u64| {
+        let g: Gauge = Gauge::default();
+        g.set(i64::try_from(value).unwrap_or(i64::MAX));
+        registry.register(name, help, g);
+    };
+
+    gauge(
+        &mut registry,
+        "connections",
+        "Open (admitted) connections, handshakes included",
+        handle.open_connections() as u64,
+    );
+    gauge(&mut registry, "rooms", "Rooms with at least one member", load(&metrics.rooms));
+    gauge(
+        &mut registry,
+        "broker_inbox_depth",
+        "Commands waiting in the broker's inbox",
+        handle.inbox_depth() as u64,
+    );
+    counter(&mut registry, "messages_received", "Messages published by clients", load(&metrics.published));
+    counter(&mut registry, "deliveries", "Messages placed in a member's outbox", load(&metrics.delivered));
+    let dropped = Family::<ReasonLabel, Counter>::default();
+    dropped
+        .get_or_create(&ReasonLabel { reason: "outbox_full" })
+        .inner()
+        .store(load(&metrics.dropped_full), Ordering::Relaxed);
+    dropped
+        .get_or_create(&ReasonLabel { reason: "connection_gone" })
+        .inner()
+        .store(load(&metrics.dropped_closed), Ordering::Relaxed);
+    registry.register("dropped", "Deliveries dropped, by reason", dropped);
+    counter(
+        &mut registry,
+        "slow_consumer_disconnects",
+        "Connections closed as slow consumers (--slow-consumer disconnect)",
+        load(&metrics.slow_disconnects),
+    );
+    let closes = Family::<CodeLabel, Counter>::default();
+    for (code, value) in CLOSE_CODES.iter().zip(&metrics.closes) {
+        closes
+            .get_or_create(&CodeLabel { code: code.to_string() })
+            .inner()
+            .store(load(value), Ordering::Relaxed);
+    }
+    closes
+        .get_or_create(&CodeLabel { code: "other".into() })
+        .inner()
+        .store(load(&metrics.closes_other), Ordering::Relaxed);
+    closes
+        .get_or_create(&CodeLabel { code: "none".into() })
+        .inner()
+        .store(load(&metrics.closes_none), Ordering::Relaxed);
+    registry.register(
+        "closes",
+        "Finished connections by the code of their close handshake (none: ended without one)",
+        closes,
+    );
+    let rejections = Family::<ReasonLabel, Counter>::default();
+    for (reason, value) in RejectReason::ALL.iter().zip(&metrics.rejections) {
+        rejections
+            .get_or_create(&ReasonLabel { reason: reason.label() })
+            .inner()
+            .store(load(value), Ordering::Relaxed);
+    }
+    registry.register("handshake_rejections", "Handshakes refused, by reason", rejections);
+    counter(
+        &mut registry,
+        "panics_caught",
+        "Panics seen by the process's panic hook or caught in the broker (should stay 0)",
+        crate::panic_hook::count().saturating_add(load(&metrics.broker_panics_caught)),
+    );
+    registry.register(
+        "build",
+        "Build information",
+        Info::new(vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
+    );
+
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+        tracing::error!("cannot encode metrics");
+    }
+    text
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until `stop` is cancelled.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    handle: ServerHandle,
+    stop: CancellationToken,
+) {
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(metrics_listen = %addr, "metrics endpoint listening"),
+        Err(e) => tracing::info!(error = %e, "metrics endpoint listening"),
+    }
+    let slots = Arc::new(Semaphore::new(MAX_SCRAPE_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            () = stop.cancelled() => break,
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::debug!(error = %e, "metrics accept failed");
+                continue;
+            }
+        };
+        let (metrics, handle) = (Arc::clone(&metrics), handle.clone());
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                respond(request, Arc::clone(&metrics), handle.clone())
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(SCRAPE_HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "metrics connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    connections.abort_all();
+}
+
+async fn respond(
+    request: Request<Incoming>,
+    metrics: Arc<Metrics>,
+    handle: ServerHandle,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Bytes::from(render(&metrics, &handle)),
+        ),
+        (&Method::GET, "/healthz") if metrics.healthy() => {
+            (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n"))
+        }
+        (&Method::GET, "/healthz") => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            Bytes::from_static(b"unavailable: the broker is stopped or the server is not accepting\n"),
+        ),
+        _ => (StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"not found\n")),
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    Ok(response)
+}
