@@ -54,6 +54,8 @@ fn invalid_configuration_exits_2_with_one_line() {
     assert_usage_error(&["--ping-interval", "0s"], "--ping-interval");
     assert_usage_error(&["--write-timeout", "forever"], "--write-timeout");
     assert_usage_error(&["--slow-consumer", "ignore"], "--slow-consumer");
+    assert_usage_error(&["--worker-threads", "5000"], "--worker-threads");
+    assert_usage_error(&["--metrics-listen", "nowhere"], "--metrics-listen");
     // Valid one by one, invalid together: idle connections would be closed between pings.
     assert_usage_error(&["--ping-interval", "30s", "--idle-timeout", "10s"], "--idle-timeout");
 }
@@ -86,6 +88,8 @@ fn help_lists_every_flag_and_exits_0() {
         "--idle-timeout",
         "--write-timeout",
         "--allowed-origin",
+        "--metrics-listen",
+        "--worker-threads",
         "--shutdown-timeout",
         "--log-format",
     ] {
