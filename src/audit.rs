@@ -20,7 +20,7 @@ use crate::config::SlowConsumer;
 /// Links (and runs once) every `no_panic`-annotated function.
 pub fn link_all() {
     let settings = Settings { echo: black_box(true), slow_consumer: black_box(SlowConsumer::Disconnect) };
-    let mut broker = Broker::new(settings, std::sync::Arc::new(crate::metrics::Metrics::default()));
+    let mut broker = Broker::new(settings, std::sync::Arc::new(crate::metrics::Metrics::default()), None);
     let room: Arc<str> = Arc::from(black_box("/audit"));
     let (outbox_tx, mut outbox_rx) = mpsc::channel::<Message>(black_box(4));
     let (stats_tx, stats_rx) = oneshot::channel();
@@ -40,7 +40,7 @@ pub fn link_all() {
     }
     let delivered = outbox_rx.try_recv().is_ok();
 
-    let mut rooms = Rooms::new(settings);
+    let mut rooms = Rooms::new(settings, None);
     let (tx, _rx) = mpsc::channel::<Message>(black_box(1));
     let member = Member::new(ConnId(3), tx, CancellationToken::new());
     let joined = black_box(&mut rooms).try_join(member, black_box("/r"));

@@ -26,7 +26,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 pub use self::rooms::{BrokerStats, Counters, MemberStats, RoomStats};
-use self::rooms::{Member, Rooms};
+use self::rooms::{Left, Member, Rooms};
+use crate::cluster::BridgeTx;
 use crate::config::SlowConsumer;
 use crate::metrics::Metrics;
 
@@ -67,6 +68,9 @@ pub(crate) enum Op {
     Publish { from: ConnId, room: Arc<str>, message: Message },
     /// Deregister a connection. Unknown ids and rooms are a no-op.
     Leave { id: ConnId, room: Arc<str> },
+    /// A message from another node (through Redis): deliver to local members only.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code, reason = "sent only by the Redis bridge"))]
+    Remote { room: Arc<str>, message: Message },
     /// Report the broker's state. The asker may have given up, in which case the
     /// reply has nowhere to go and is dropped.
     Stats { reply_tx: oneshot::Sender<BrokerStats> },
@@ -115,8 +119,8 @@ pub(crate) struct Broker {
 }
 
 impl Broker {
-    pub(crate) fn new(settings: Settings, metrics: Arc<Metrics>) -> Self {
-        Self { rooms: Rooms::new(settings), panics_caught: 0, metrics }
+    pub(crate) fn new(settings: Settings, metrics: Arc<Metrics>, bridge: Option<BridgeTx>) -> Self {
+        Self { rooms: Rooms::new(settings, bridge), panics_caught: 0, metrics }
     }
 
     /// Handles one operation. Proven not to unwind under the `no-panic` feature.
@@ -137,10 +141,16 @@ impl Broker {
                     Err(member) => contain(move || rooms.join_growing(member, room)),
                 }
             }
-            Op::Publish { from, room, message } => contain(move || rooms.publish(from, &room, message)),
+            Op::Publish { from, room, message } => contain(move || rooms.publish(Some(from), &room, message)),
+            Op::Remote { room, message } => contain(move || rooms.publish(None, &room, message)),
             Op::Leave { id, room } => {
                 let left = rooms.leave(id, &room);
-                contain(move || drop((left, room)))
+                contain(move || {
+                    if let Some(Left { emptied: Some((name, _)), .. }) = &left {
+                        rooms.room_removed(name);
+                    }
+                    drop((left, room));
+                })
             }
             Op::Stats { reply_tx } => {
                 let panics_caught = self.panics_caught;
@@ -184,8 +194,13 @@ fn contain(effect: impl FnOnce()) -> bool {
 /// have dropped their senders (or the inbox was closed and drained), so no command
 /// can ever arrive again and the broker returns. The server treats a return while
 /// it is still accepting as a failure (see `server::run`).
-pub(crate) async fn run(mut inbox_rx: mpsc::Receiver<Command>, settings: Settings, metrics: Arc<Metrics>) {
-    let mut broker = Broker::new(settings, metrics);
+pub(crate) async fn run(
+    mut inbox_rx: mpsc::Receiver<Command>,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    bridge: Option<BridgeTx>,
+) {
+    let mut broker = Broker::new(settings, metrics, bridge);
     while let Some(command) = inbox_rx.recv().await {
         match command {
             Command::Op(op) => broker.handle(op),
@@ -210,7 +225,12 @@ async fn run_hook(hook: Hook, inbox_rx: &mut mpsc::Receiver<Command>, broker: &m
         Hook::Pause { release_rx } => {
             let _released = release_rx.await;
         }
-        Hook::DropOutboxes { room } => drop(broker.rooms.remove_room(&room)),
+        Hook::DropOutboxes { room } => {
+            if let Some((name, members)) = broker.rooms.remove_room(&room) {
+                broker.rooms.room_removed(&name);
+                drop(members);
+            }
+        }
         Hook::AddDeadMember { room, id } => {
             let (outbox_tx, outbox_rx) = mpsc::channel(1);
             drop(outbox_rx);

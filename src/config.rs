@@ -149,6 +149,19 @@ pub struct Config {
     #[arg(long, env = "WSBROKER_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Share rooms with other wsbroker nodes through this Redis (redis://HOST:PORT).
+    /// Without it, rooms are local to this process.
+    #[arg(long, env = "WSBROKER_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of the Redis channel names (channel = prefix + room).
+    #[arg(long, env = "WSBROKER_REDIS_PREFIX", value_name = "PREFIX", default_value = "wsbroker:")]
+    pub redis_prefix: String,
+
+    /// Use Redis 7 sharded pub/sub (SSUBSCRIBE/SPUBLISH), for Redis Cluster.
+    #[arg(long, env = "WSBROKER_REDIS_SHARDED")]
+    pub redis_sharded: bool,
+
     /// On SIGINT/SIGTERM, how long to wait for connections to close after sending
     /// them Close 1001 (e.g. "5s", "500ms").
     #[arg(long, env = "WSBROKER_SHUTDOWN_TIMEOUT", value_name = "DURATION", default_value = "5s",
@@ -181,6 +194,9 @@ pub enum ConfigError {
     /// A value outside its range (only reachable through a hand-built `Config`).
     #[error("{0} is out of range")]
     OutOfRange(&'static str),
+    /// `--redis-url` is not a usable redis:// URL.
+    #[error("--redis-url: {0}")]
+    RedisUrl(String),
 }
 
 impl Config {
@@ -205,6 +221,9 @@ impl Config {
             write_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
             metrics_listen: None,
+            redis_url: None,
+            redis_prefix: "wsbroker:".to_owned(),
+            redis_sharded: false,
             shutdown_timeout: Duration::from_secs(5),
             worker_threads: 0,
             log_format: LogFormat::Text,
@@ -235,6 +254,12 @@ impl Config {
         if self.idle_timeout <= self.ping_interval {
             return Err(ConfigError::IdleNotAbovePing { idle: self.idle_timeout, ping: self.ping_interval });
         }
+        if self.redis_prefix.len() > 256 {
+            return Err(ConfigError::OutOfRange("--redis-prefix (at most 256 bytes)"));
+        }
+        if let Some(url) = &self.redis_url {
+            check_redis_url(url)?;
+        }
         Ok(())
     }
 
@@ -255,6 +280,21 @@ impl Config {
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size))
     }
+}
+
+/// Checks `--redis-url` up front, so a typo is an exit-2 error rather than a bridge
+/// that logs and retries forever.
+#[cfg(feature = "redis")]
+fn check_redis_url(url: &str) -> Result<(), ConfigError> {
+    if !url.starts_with("redis://") {
+        return Err(ConfigError::RedisUrl(format!("'{url}' must start with redis://")));
+    }
+    redis::Client::open(url).map(drop).map_err(|e| ConfigError::RedisUrl(format!("'{url}': {e}")))
+}
+
+#[cfg(not(feature = "redis"))]
+fn check_redis_url(_url: &str) -> Result<(), ConfigError> {
+    Err(ConfigError::RedisUrl("this build has no Redis support (feature `redis`)".to_owned()))
 }
 
 /// Parses a channel capacity: a whole number from 1 to [`MAX_CAPACITY`].

@@ -8,6 +8,7 @@
 //! - [`connection`]: one reader task and one writer task per connection
 //!   (failure locations ① in `connection::reader`, ⑤ in `connection::writer`).
 //! - [`broker`]: the one task that owns all room state (locations ② and ④).
+//! - [`cluster`]: with `--redis-url`, the bridge that carries rooms across nodes.
 //! - [`config`]: command-line flags, validated so no value can reach a panicking API.
 //! - [`metrics`]: counters, and the `/metrics` and `/healthz` endpoint.
 //! - [`error`]: why the server could not start or had to stop.
@@ -18,6 +19,7 @@
 #[doc(hidden)]
 pub mod audit;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub(crate) mod connection;
 pub mod error;

@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::rooms::Counters;
+use crate::cluster::RedisMetrics;
 use crate::server::ServerHandle;
 
 /// At most this many scrape connections are served at once; more wait in the
@@ -87,9 +88,28 @@ pub struct Metrics {
     // Health.
     broker_running: AtomicBool,
     accepting: AtomicBool,
+    /// With `--redis-url`: the bridge's state and counters.
+    redis: Option<Arc<RedisMetrics>>,
 }
 
 impl Metrics {
+    /// Metrics for a server, with the Redis section when `redis` is true.
+    pub(crate) fn new(redis: bool) -> Self {
+        Self { redis: redis.then(|| Arc::new(RedisMetrics::default())), ..Self::default() }
+    }
+
+    /// The Redis bridge's metrics, when Redis is configured.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code, reason = "used to start the Redis bridge"))]
+    pub(crate) fn redis(&self) -> Option<&Arc<RedisMetrics>> {
+        self.redis.as_ref()
+    }
+
+    /// Configured for Redis but not connected to it: local delivery works, other
+    /// nodes are out of reach.
+    pub fn degraded(&self) -> bool {
+        self.redis.as_ref().is_some_and(|r| !r.up.load(Ordering::Relaxed))
+    }
+
     /// Copies the broker's counters. Relaxed stores: each value is independent, and a
     /// scrape that sees one a moment older than another is fine.
     #[inline]
@@ -229,6 +249,40 @@ pub fn render(metrics: &Metrics, handle: &ServerHandle) -> String {
         "Panics seen by the process's panic hook or caught in the broker (should stay 0)",
         crate::panic_hook::count().saturating_add(load(&metrics.broker_panics_caught)),
     );
+    if let Some(redis) = &metrics.redis {
+        let up = u64::from(redis.up.load(Ordering::Relaxed));
+        gauge(
+            &mut registry,
+            "redis_up",
+            "1 while connected to Redis; 0 means degraded (local delivery only)",
+            up,
+        );
+        counter(&mut registry, "redis_published", "Messages published to Redis", load(&redis.published));
+        counter(
+            &mut registry,
+            "redis_received",
+            "Messages received from other nodes through Redis",
+            load(&redis.received),
+        );
+        let redis_dropped = Family::<ReasonLabel, Counter>::default();
+        for (reason, value) in [
+            ("queue_full", &redis.dropped_queue_full),
+            ("unavailable", &redis.dropped_unavailable),
+            ("inbound_full", &redis.dropped_inbound),
+        ] {
+            redis_dropped
+                .get_or_create(&ReasonLabel { reason })
+                .inner()
+                .store(load(value), Ordering::Relaxed);
+        }
+        registry.register("redis_dropped", "Messages not carried through Redis, by reason", redis_dropped);
+        counter(
+            &mut registry,
+            "redis_reconnects",
+            "Times the Redis connection was restored",
+            load(&redis.reconnects),
+        );
+    }
     registry.register(
         "build",
         "Build information",
@@ -304,6 +358,11 @@ async fn respond(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             Bytes::from(render(&metrics, &handle)),
+        ),
+        (&Method::GET, "/healthz") if metrics.healthy() && metrics.degraded() => (
+            StatusCode::OK,
+            "text/plain",
+            Bytes::from_static(b"degraded: redis unavailable; serving local members only\n"),
         ),
         (&Method::GET, "/healthz") if metrics.healthy() => {
             (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n"))

@@ -89,7 +89,7 @@ impl Server {
         };
         let (broker_tx, broker_rx) = mpsc::channel(config.broker_capacity);
         let admission = Arc::new(Semaphore::new(config.max_connections));
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(config.redis_url.is_some()));
         Ok(Self { listener, config, broker_tx, broker_rx, admission, metrics_listener, metrics })
     }
 
@@ -121,7 +121,13 @@ impl Server {
         let Self { listener, config, broker_tx, broker_rx, admission, metrics_listener, metrics } = self;
         let settings = broker::Settings { echo: !config.no_echo, slow_consumer: config.slow_consumer };
         metrics.set_broker_running(true);
-        let mut broker = tokio::spawn(broker::run(broker_rx, settings, Arc::clone(&metrics)));
+        // With --redis-url, the bridge to other nodes: the broker holds its queues'
+        // senders, the bridge a weak sender of the broker's inbox (never keeping it
+        // alive). It ends when the broker does, or when `run` returns.
+        let bridge_stop = CancellationToken::new();
+        let _stop_bridge = bridge_stop.clone().drop_guard();
+        let bridge = spawn_bridge(&config, &metrics, broker_tx.downgrade(), bridge_stop.clone());
+        let mut broker = tokio::spawn(broker::run(broker_rx, settings, Arc::clone(&metrics), bridge));
         // The metrics endpoint runs until `run` returns, so /healthz can report 503
         // while the server drains after a broker failure or during shutdown.
         let metrics_stop = CancellationToken::new();
@@ -224,6 +230,36 @@ impl Server {
             }
         }
     }
+}
+
+/// Starts the Redis bridge when `--redis-url` is set; returns the broker's end.
+#[cfg(feature = "redis")]
+fn spawn_bridge(
+    config: &Config,
+    metrics: &Metrics,
+    broker_tx: mpsc::WeakSender<Command>,
+    stop: CancellationToken,
+) -> Option<crate::cluster::BridgeTx> {
+    let (url, redis_metrics) = (config.redis_url.clone()?, Arc::clone(metrics.redis()?));
+    let (bridge_tx, bridge_rx) = crate::cluster::queues(Arc::clone(&redis_metrics));
+    let settings = crate::cluster::RedisSettings {
+        url,
+        prefix: config.redis_prefix.clone(),
+        sharded: config.redis_sharded,
+    };
+    tokio::spawn(crate::cluster::redis_bridge::run(settings, bridge_rx, broker_tx, redis_metrics, stop));
+    Some(bridge_tx)
+}
+
+/// Without the `redis` feature, `Config::validate` rejects `--redis-url`.
+#[cfg(not(feature = "redis"))]
+fn spawn_bridge(
+    _: &Config,
+    _: &Metrics,
+    _: mpsc::WeakSender<Command>,
+    _: CancellationToken,
+) -> Option<crate::cluster::BridgeTx> {
+    None
 }
 
 /// Stops the metrics endpoint and waits for it (it stops at once when cancelled).
@@ -430,6 +466,11 @@ impl ServerHandle {
     /// Whether the broker runs and the server accepts connections (what /healthz says).
     pub fn healthy(&self) -> bool {
         self.metrics.healthy()
+    }
+
+    /// Configured for Redis but not connected to it (local delivery only).
+    pub fn degraded(&self) -> bool {
+        self.metrics.degraded()
     }
 
     /// The metrics, rendered as the `/metrics` endpoint would.

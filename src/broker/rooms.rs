@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::{ConnId, Settings};
+use crate::cluster::{BridgeTx, Membership};
 use crate::config::SlowConsumer;
 
 /// Drops for one member are logged at most once per this interval, so a slow
@@ -110,6 +111,8 @@ pub(crate) struct Rooms {
     rooms: HashMap<Arc<str>, Vec<Member>>,
     settings: Settings,
     counters: Counters,
+    /// With `--redis-url`: where room changes and local messages go for other nodes.
+    bridge: Option<BridgeTx>,
 }
 
 /// What [`Rooms::leave`] hands back for the caller to drop. Dropping a `Sender` or a
@@ -125,8 +128,16 @@ pub(crate) struct Left {
 }
 
 impl Rooms {
-    pub(crate) fn new(settings: Settings) -> Self {
-        Self { rooms: HashMap::new(), settings, counters: Counters::default() }
+    pub(crate) fn new(settings: Settings, bridge: Option<BridgeTx>) -> Self {
+        Self { rooms: HashMap::new(), settings, counters: Counters::default(), bridge }
+    }
+
+    /// Tells the bridge (if any) that `room` lost its last local member. Not proven
+    /// (a channel send); called from contained code only.
+    pub(crate) fn room_removed(&self, room: &Arc<str>) {
+        if let Some(bridge) = &self.bridge {
+            bridge.membership(Membership::Unsubscribe(Arc::clone(room)));
+        }
     }
 
     /// Registers `member` in an existing `room` whose storage has spare capacity,
@@ -148,7 +159,15 @@ impl Rooms {
     /// Registers `member` in `room`, creating the room or growing its storage. This
     /// allocates, so it is not proven; the broker runs it contained.
     pub(crate) fn join_growing(&mut self, member: Member, room: Arc<str>) {
-        self.rooms.entry(room).or_default().push(member);
+        match self.rooms.entry(room) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().push(member),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                if let Some(bridge) = &self.bridge {
+                    bridge.membership(Membership::Subscribe(Arc::clone(e.key())));
+                }
+                e.insert(vec![member]);
+            }
+        }
     }
 
     /// Deregisters `id` from `room` and hands back what must be dropped. An unknown
@@ -196,8 +215,17 @@ impl Rooms {
     ///
     /// Not proven (tokio's `try_send` and cloning a `Message` are opaque to the
     /// proof); the broker runs it contained.
-    pub(crate) fn publish(&mut self, from: ConnId, room: &str, message: Message) {
-        self.counters.published = self.counters.published.wrapping_add(1);
+    ///
+    /// `from` is the publishing connection, or `None` for a message from another node
+    /// (through Redis), which is delivered locally only and never published again.
+    pub(crate) fn publish(&mut self, from: Option<ConnId>, room: &Arc<str>, message: Message) {
+        if from.is_some() {
+            self.counters.published = self.counters.published.wrapping_add(1);
+            if let Some(bridge) = &self.bridge {
+                bridge.publish(room, &message);
+            }
+        }
+        let room: &str = room;
         let Some(members) = self.rooms.get_mut(room) else {
             // The publisher's room is gone (its membership was dropped by the broker
             // and its reader has not noticed yet): nobody to deliver to.
@@ -209,7 +237,7 @@ impl Rooms {
         // a clock read per dropped delivery cost 16% of the server's CPU in fan-out.
         let mut now: Option<Instant> = None;
         members.retain_mut(|member| {
-            if !echo && member.id == from {
+            if !echo && Some(member.id) == from {
                 return true;
             }
             match member.outbox_tx.try_send(message.clone()) {
@@ -242,7 +270,9 @@ impl Rooms {
             }
         });
         if members.is_empty() {
-            self.rooms.remove(room);
+            if let Some((name, _)) = self.rooms.remove_entry(room) {
+                self.room_removed(&name);
+            }
         }
     }
 
@@ -299,14 +329,14 @@ mod tests {
 
     #[test]
     fn publish_reaches_every_member_and_only_its_room() {
-        let mut rooms = Rooms::new(settings(true));
+        let mut rooms = Rooms::new(settings(true), None);
         let (a_tx, mut a_rx) = mpsc::channel(4);
         let (b_tx, mut b_rx) = mpsc::channel(4);
         let (c_tx, mut c_rx) = mpsc::channel(4);
         rooms.join(ConnId(1), Arc::from("/a"), a_tx);
         rooms.join(ConnId(2), Arc::from("/a"), b_tx);
         rooms.join(ConnId(3), Arc::from("/c"), c_tx);
-        rooms.publish(ConnId(1), "/a", text("hi"));
+        rooms.publish(Some(ConnId(1)), &Arc::from("/a"), text("hi"));
         assert_eq!(a_rx.try_recv().unwrap(), text("hi"));
         assert_eq!(b_rx.try_recv().unwrap(), text("hi"));
         assert!(c_rx.try_recv().is_err());
@@ -315,25 +345,25 @@ mod tests {
 
     #[test]
     fn no_echo_skips_the_sender() {
-        let mut rooms = Rooms::new(settings(false));
+        let mut rooms = Rooms::new(settings(false), None);
         let (a_tx, mut a_rx) = mpsc::channel(4);
         let (b_tx, mut b_rx) = mpsc::channel(4);
         rooms.join(ConnId(1), Arc::from("/a"), a_tx);
         rooms.join(ConnId(2), Arc::from("/a"), b_tx);
-        rooms.publish(ConnId(1), "/a", text("hi"));
+        rooms.publish(Some(ConnId(1)), &Arc::from("/a"), text("hi"));
         assert!(a_rx.try_recv().is_err());
         assert_eq!(b_rx.try_recv().unwrap(), text("hi"));
     }
 
     #[test]
     fn full_outbox_drops_for_that_member_only() {
-        let mut rooms = Rooms::new(settings(true));
+        let mut rooms = Rooms::new(settings(true), None);
         let (slow_tx, _slow_rx) = mpsc::channel(1);
         let (fast_tx, mut fast_rx) = mpsc::channel(8);
         rooms.join(ConnId(1), Arc::from("/r"), slow_tx);
         rooms.join(ConnId(2), Arc::from("/r"), fast_tx);
         for _ in 0..3 {
-            rooms.publish(ConnId(2), "/r", text("m"));
+            rooms.publish(Some(ConnId(2)), &Arc::from("/r"), text("m"));
         }
         for _ in 0..3 {
             assert_eq!(fast_rx.try_recv().unwrap(), text("m"));
@@ -347,13 +377,13 @@ mod tests {
 
     #[test]
     fn closed_outbox_is_removed_in_the_same_pass() {
-        let mut rooms = Rooms::new(settings(true));
+        let mut rooms = Rooms::new(settings(true), None);
         let (dead_tx, dead_rx) = mpsc::channel(1);
         drop(dead_rx);
         let (live_tx, mut live_rx) = mpsc::channel(1);
         rooms.join(ConnId(1), Arc::from("/r"), dead_tx);
         rooms.join(ConnId(2), Arc::from("/r"), live_tx);
-        rooms.publish(ConnId(2), "/r", text("m"));
+        rooms.publish(Some(ConnId(2)), &Arc::from("/r"), text("m"));
         assert_eq!(live_rx.try_recv().unwrap(), text("m"));
         let stats = rooms.stats(0);
         assert_eq!(stats.members("/r"), 1);
@@ -362,7 +392,7 @@ mod tests {
 
     #[test]
     fn leave_of_unknown_ids_and_rooms_is_a_no_op() {
-        let mut rooms = Rooms::new(settings(true));
+        let mut rooms = Rooms::new(settings(true), None);
         let (tx, _rx) = mpsc::channel(1);
         rooms.join(ConnId(1), Arc::from("/r"), tx);
         assert!(rooms.leave(ConnId(9), "/r").is_none());
@@ -388,7 +418,7 @@ mod tests {
 
     #[test]
     fn try_join_needs_an_existing_room_with_spare_capacity() {
-        let mut rooms = Rooms::new(settings(true));
+        let mut rooms = Rooms::new(settings(true), None);
         let (tx, _rx) = mpsc::channel(1);
         let member = rooms.try_join(Member::new(ConnId(1), tx, CancellationToken::new()), "/r").unwrap_err();
         rooms.join_growing(member, Arc::from("/r"));
