@@ -182,9 +182,9 @@ async fn a_node_unsubscribes_when_its_room_empties_and_churn_leaks_nothing() {
 
     // Churn across both nodes and several rooms; at the end nothing is subscribed.
     let mut tasks = tokio::task::JoinSet::new();
-    for (n, url) in [(0, node1.url("")), (1, node2.url(""))] {
+    for (n, url) in [(0usize, node1.url("")), (1, node2.url(""))] {
         tasks.spawn(async move {
-            for i in 0..150 {
+            for i in 0..150usize {
                 let (mut ws, _) =
                     tokio_tungstenite::connect_async(format!("{url}/churn{}", (i + n) % 5)).await.unwrap();
                 if i % 2 == 0 {
