@@ -40,6 +40,10 @@ struct Args {
     /// Server address, host:port.
     #[arg(long)]
     addr: String,
+    /// A second node of the same cluster: every other subscriber connects there
+    /// (publishers stay on --addr), so deliveries cross nodes.
+    #[arg(long)]
+    addr2: Option<String>,
     /// Number of rooms, /r0 .. /r{N-1}.
     #[arg(long, default_value_t = 1)]
     rooms: usize,
@@ -190,8 +194,12 @@ async fn traffic(args: &Args) -> Result<serde_json::Value, String> {
             let (s, _) = ws::connect(&args.addr, &path, Some(4096)).await.map_err(|e| e.to_string())?;
             stalled.push(s);
         }
-        for _ in 0..args.subscribers {
-            let (s, rest) = ws::connect(&args.addr, &path, None).await.map_err(|e| e.to_string())?;
+        for k in 0..args.subscribers {
+            let addr = match &args.addr2 {
+                Some(second) if k % 2 == 1 => second,
+                _ => &args.addr,
+            };
+            let (s, rest) = ws::connect(addr, &path, None).await.map_err(|e| e.to_string())?;
             readers.push((s.into_split(), rest, false));
         }
         for _ in 0..args.publishers {

@@ -77,6 +77,9 @@ pub fn run() -> ExitCode {
     gates.push(("cargo-deny", deny.success));
 
     println!("== 5/6 test suite (panics must be 0)");
+    if let Err(e) = crate::test::ensure_redis_server() {
+        println!("cannot prepare the test suite: {e}");
+    }
     let tests = util::run("cargo", &["test", "--", "--nocapture"], &[("RUST_BACKTRACE", "0")], true);
     let panics = count_panics(&tests.text);
     let (passed, failed) = count_tests(&tests.text);
@@ -478,6 +481,16 @@ const NOT_PROVEN: &[(&str, &str, &str)] = &[
         "broker::run (the task loop)",
         "`no_panic` rejects `async fn`; it awaits tokio's `recv`",
         "its body is `recv().await` then `Broker::handle` (proven) or a test hook; if it ever ended or panicked anyway the server stops accepting, closes every connection with 1011 and exits 1 for its supervisor to restart",
+    ),
+    (
+        "cluster::BridgeTx (the broker's hand-off to Redis)",
+        "tokio's `try_send` on the bridge's bounded queues",
+        "called only from contained code (the fan-out, `join_growing`, the Leave drop); a full queue drops the message for Redis (counted) or sets a resync flag for subscription changes, so the broker never waits on Redis",
+    ),
+    (
+        "cluster::redis_bridge (the Redis task)",
+        "async, and drives the redis crate",
+        "its own task, never awaited by the broker: it holds only a weak sender of the broker's inbox; a failure there reconnects with backoff, and a panic would end only Redis delivery (the panic hook logs and counts it) while local rooms keep working",
     ),
     (
         "broker::run_hook",

@@ -25,6 +25,8 @@ struct Scenario {
     name: &'static str,
     what: &'static str,
     args: &'static [&'static str],
+    /// Two wsbroker nodes sharing rooms through a local redis-server (wsbroker only).
+    two_node: bool,
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -32,27 +34,43 @@ const SCENARIOS: &[Scenario] = &[
         name: "fanout-1000",
         what: "1 room, 1000 subscribers, 1 publisher flat out",
         args: &["--subscribers", "1000", "--publishers", "1"],
+        two_node: false,
     },
     Scenario {
         name: "fanout-100x10",
         what: "1 room, 100 subscribers, 10 publishers flat out",
         args: &["--subscribers", "100", "--publishers", "10"],
+        two_node: false,
     },
     Scenario {
         name: "fixed-rate",
         what: "1 room, 1000 subscribers, 1 publisher at 1000 msg/s",
         args: &["--subscribers", "1000", "--publishers", "1", "--rate", "1000"],
+        two_node: false,
     },
     Scenario {
         name: "rooms",
         what: "100 rooms x 10 members, each member 10 msg/s",
         args: &["--rooms", "100", "--subscribers", "0", "--publishers", "10", "--rate", "10"],
+        two_node: false,
     },
-    Scenario { name: "idle-10k", what: "10,000 idle connections", args: &["--idle", "10000"] },
+    Scenario {
+        name: "idle-10k",
+        what: "10,000 idle connections",
+        args: &["--idle", "10000"],
+        two_node: false,
+    },
     Scenario {
         name: "saturation",
         what: "100 never-reading clients, 10 subscribers, 1 publisher flat out",
         args: &["--stalled", "100", "--subscribers", "10", "--publishers", "1"],
+        two_node: false,
+    },
+    Scenario {
+        name: "two-node",
+        what: "two wsbroker nodes over Redis, 1 room, 200 subscribers split across them, 1 publisher at 1000 msg/s",
+        args: &["--subscribers", "200", "--publishers", "1", "--rate", "1000"],
+        two_node: true,
     },
 ];
 
@@ -121,8 +139,16 @@ pub fn run(args: &[String]) -> ExitCode {
             continue;
         }
         for &server in &servers {
+            if scenario.two_node && server != Server::Wsbroker {
+                continue;
+            }
             println!("== {} on {}", scenario.name, server.name());
-            match run_one(&root, server, scenario, timing) {
+            let outcome = if scenario.two_node {
+                run_two_node(&root, scenario, timing)
+            } else {
+                run_one(&root, server, scenario, timing)
+            };
+            match outcome {
                 Ok(v) => {
                     println!("{v}");
                     results.push(json!({"scenario": scenario.name, "server": server.name(), "result": v}));
@@ -261,6 +287,80 @@ fn run_one(root: &Path, server: Server, scenario: &Scenario, timing: &[&str]) ->
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bad wsload output: {e}"))
 }
 
+/// Two wsbroker nodes on CPU 0 sharing rooms through a redis-server (also on CPU 0);
+/// wsload on CPU 1 splits subscribers across them. Server CPU is node 1's.
+fn run_two_node(root: &Path, scenario: &Scenario, timing: &[&str]) -> Result<Value, String> {
+    let redis_port = free_port()?;
+    let redis = Command::new("taskset")
+        .args([
+            "-c",
+            "0",
+            "redis-server",
+            "--port",
+            &redis_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server (cargo xtask test installs it): {e}"))?;
+    let _redis = Guard(redis);
+    let redis_addr: SocketAddr = format!("127.0.0.1:{redis_port}").parse().map_err(|e| format!("{e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&redis_addr, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline {
+            return Err("redis-server did not start".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("redis://{redis_addr}");
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let port = free_port()?;
+        let child = Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(root.join("target/release/wsbroker"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--redis-url", &url])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start wsbroker: {e}"))?;
+        let guard = Guard(child);
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().map_err(|e| format!("{e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if Instant::now() > deadline {
+                return Err("wsbroker did not start".to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        nodes.push((guard, addr.to_string()));
+    }
+    let (Some((first, addr1)), Some((_, addr2))) = (nodes.first(), nodes.get(1)) else {
+        return Err("nodes did not start".to_owned());
+    };
+    let pid = first.0.id().to_string();
+    let label = format!("wsbroker/{}", scenario.name);
+    let out = Command::new("taskset")
+        .args(["-c", "1"])
+        .arg(root.join("target/release/wsload"))
+        .args(["--addr", addr1, "--addr2", addr2, "--server-pid", &pid, "--label", &label])
+        .args(scenario.args)
+        .args(timing)
+        .output()
+        .map_err(|e| format!("cannot run wsload: {e}"))?;
+    drop(nodes);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("bad wsload output: {e}"))
+}
+
 fn get<'a>(results: &'a [Value], scenario: &str, server: &str) -> Option<&'a Value> {
     results.iter().find(|r| r["scenario"] == scenario && r["server"] == server).and_then(|r| r.get("result"))
 }
@@ -346,8 +446,11 @@ fn markdown(results: &[Value], command: &str, elapsed: Duration) -> String {
         md,
         "| scenario | server | p50 ms | p99 ms | p99.9 ms | max ms | server CPU | undelivered |\n|---|---|---|---|---|---|---|---|"
     );
-    for scenario in ["fixed-rate", "rooms"] {
+    for scenario in ["fixed-rate", "rooms", "two-node"] {
         for server in &servers {
+            if get(results, scenario, server).is_none() {
+                continue;
+            }
             let r = get(results, scenario, server);
             let _ = writeln!(
                 md,

@@ -2,11 +2,14 @@
 //!
 //! - `cargo xtask audit`: the panic audit; writes `target/audit/report.md` and
 //!   `target/audit/report.json` and exits non-zero when any gate fails.
+//! - `cargo xtask test`: the README's test command; installs `redis-server` when
+//!   absent, then runs `cargo test`.
 //! - `cargo xtask bench`: the benchmarks; writes `target/bench/` (and, with
 //!   `--write-docs`, `BENCHMARKS.md` and `docs/benchmarks.svg`).
 
 mod audit;
 mod bench;
+mod test;
 mod util;
 
 use std::process::ExitCode;
@@ -16,9 +19,10 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("audit") => audit::run(),
         Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
+        Some("test") => test::run(args.get(1..).unwrap_or_default()),
         Some("-h" | "--help") | None => {
             println!(
-                "usage: cargo xtask <audit|bench>\n\n  audit   run the panic audit; report in target/audit/\n  \
+                "usage: cargo xtask <test|audit|bench>\n\n  test    install redis-server if absent, then cargo test\n  audit   run the panic audit; report in target/audit/\n  \
                  bench   [--peer bun] [--peer node-ws] [--quick] [--write-docs]; report in target/bench/"
             );
             ExitCode::SUCCESS
