@@ -10,7 +10,6 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::rooms::{Member, Rooms};
@@ -22,7 +21,7 @@ pub fn link_all() {
     let settings = Settings { echo: black_box(true), slow_consumer: black_box(SlowConsumer::Disconnect) };
     let mut broker = Broker::new(settings, std::sync::Arc::new(crate::metrics::Metrics::default()), None);
     let room: Arc<str> = Arc::from(black_box("/audit"));
-    let (outbox_tx, mut outbox_rx) = mpsc::channel::<Message>(black_box(4));
+    let (outbox_tx, mut outbox_rx) = mpsc::channel::<bytes::Bytes>(black_box(4));
     let (stats_tx, stats_rx) = oneshot::channel();
     for op in [
         Op::Join {
@@ -32,7 +31,11 @@ pub fn link_all() {
             kick: CancellationToken::new(),
         },
         Op::Join { id: ConnId(2), room: Arc::clone(&room), outbox_tx, kick: CancellationToken::new() },
-        Op::Publish { from: ConnId(1), room: Arc::clone(&room), message: Message::text("audit") },
+        Op::Publish {
+            from: ConnId(1),
+            room: Arc::clone(&room),
+            frame: bytes::Bytes::from_static(b"\x81\x05audit"),
+        },
         Op::Leave { id: ConnId(2), room: Arc::clone(&room) },
         Op::Stats { reply_tx: stats_tx },
     ] {
@@ -41,7 +44,7 @@ pub fn link_all() {
     let delivered = outbox_rx.try_recv().is_ok();
 
     let mut rooms = Rooms::new(settings, None);
-    let (tx, _rx) = mpsc::channel::<Message>(black_box(1));
+    let (tx, _rx) = mpsc::channel::<bytes::Bytes>(black_box(1));
     let member = Member::new(ConnId(3), tx, CancellationToken::new());
     let joined = black_box(&mut rooms).try_join(member, black_box("/r"));
     black_box(&joined);

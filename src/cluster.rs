@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
-use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 /// Local messages waiting to be published to Redis. Beyond this the broker drops
 /// them for Redis (local members still get them) and counts the drop.
@@ -85,7 +85,7 @@ pub(crate) enum Membership {
 /// The broker's end of the bridge. Every method is `try_send`: it never waits.
 #[derive(Debug, Clone)]
 pub(crate) struct BridgeTx {
-    publish_tx: mpsc::Sender<(Arc<str>, Message)>,
+    publish_tx: mpsc::Sender<(Arc<str>, Bytes)>,
     membership_tx: mpsc::Sender<Membership>,
     resync: Arc<AtomicBool>,
     resync_notify: Arc<Notify>,
@@ -93,8 +93,8 @@ pub(crate) struct BridgeTx {
 }
 
 impl BridgeTx {
-    pub(crate) fn publish(&self, room: &Arc<str>, message: &Message) {
-        if self.publish_tx.try_send((Arc::clone(room), message.clone())).is_err() {
+    pub(crate) fn publish(&self, room: &Arc<str>, frame: &Bytes) {
+        if self.publish_tx.try_send((Arc::clone(room), frame.clone())).is_err() {
             self.metrics.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -110,7 +110,7 @@ impl BridgeTx {
 
 /// The bridge's ends of the queues.
 pub(crate) struct BridgeRx {
-    pub(crate) publish_rx: mpsc::Receiver<(Arc<str>, Message)>,
+    pub(crate) publish_rx: mpsc::Receiver<(Arc<str>, Bytes)>,
     pub(crate) membership_rx: mpsc::Receiver<Membership>,
     pub(crate) resync: Arc<AtomicBool>,
     pub(crate) resync_notify: Arc<Notify>,
@@ -141,10 +141,11 @@ pub(crate) fn node_id() -> u64 {
     hasher.finish()
 }
 
-pub(crate) fn encode(node: u64, message: &Message) -> Option<Vec<u8>> {
-    let (kind, payload): (u8, &[u8]) = match message {
-        Message::Text(t) => (1, t.as_bytes()),
-        Message::Binary(b) => (2, b),
+/// Encodes a local message's frame for Redis (see the module docs).
+pub(crate) fn encode(node: u64, frame: &[u8]) -> Option<Vec<u8>> {
+    let (kind, payload): (u8, &[u8]) = match crate::connection::frame::parse(frame)? {
+        (crate::connection::frame::TEXT, payload) => (1, payload),
+        (crate::connection::frame::BINARY, payload) => (2, payload),
         _ => return None,
     };
     let mut out = Vec::with_capacity(payload.len().saturating_add(9));
@@ -154,16 +155,20 @@ pub(crate) fn encode(node: u64, message: &Message) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Decodes a Redis message: `None` for our own messages and malformed ones.
-pub(crate) fn decode(node: u64, bytes: &[u8]) -> Option<Message> {
+/// Decodes a Redis message into the frame to deliver locally: `None` for our own
+/// messages and malformed ones (including text that is not UTF-8, which a client
+/// could never have sent through a conforming node).
+pub(crate) fn decode(node: u64, bytes: &[u8]) -> Option<Bytes> {
     let origin = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
     if origin == node {
         return None;
     }
-    let payload = Bytes::copy_from_slice(bytes.get(9..)?);
+    let payload = bytes.get(9..)?;
     match bytes.get(8)? {
-        1 => Some(Message::Text(payload.try_into().ok()?)),
-        2 => Some(Message::Binary(payload)),
+        1 => std::str::from_utf8(payload)
+            .ok()
+            .map(|_| crate::connection::frame::build(crate::connection::frame::TEXT, payload)),
+        2 => Some(crate::connection::frame::build(crate::connection::frame::BINARY, payload)),
         _ => None,
     }
 }
@@ -174,14 +179,15 @@ mod tests {
 
     #[test]
     fn messages_round_trip_and_own_messages_are_skipped() {
-        let text = Message::text("hello");
+        use crate::connection::frame::{BINARY, TEXT, build};
+        let text = build(TEXT, b"hello");
         let bytes = encode(7, &text).unwrap();
-        assert_eq!(decode(8, &bytes), Some(text));
+        assert_eq!(decode(8, &bytes), Some(text.clone()));
         assert_eq!(decode(7, &bytes), None, "a node skips its own messages");
-        let binary = Message::binary(vec![0u8, 255]);
+        let binary = build(BINARY, &[0u8, 255]);
         assert_eq!(decode(8, &encode(7, &binary).unwrap()), Some(binary));
         assert_eq!(decode(8, &[1, 2, 3]), None, "malformed input is ignored");
-        let mut bad_utf8 = encode(7, &Message::text("x")).unwrap();
+        let mut bad_utf8 = encode(7, &text).unwrap();
         bad_utf8.push(0xff);
         assert_eq!(decode(8, &bad_utf8), None, "invalid UTF-8 in a text message is ignored");
     }

@@ -11,19 +11,20 @@
 //! through a oneshot; the writer cancels `writer_done` when it ends for any reason
 //! (including a panic, through a drop guard), which makes the reader wind down.
 
+pub(crate) mod frame;
 pub(crate) mod reader;
+pub(crate) mod socket;
 pub(crate) mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -79,6 +80,7 @@ pub(crate) struct Context {
 /// writer as its own task and the reader in this one, then deregisters it.
 pub(crate) async fn run(
     ws: WebSocketStream<TcpStream>,
+    ws_config: WebSocketConfig,
     id: ConnId,
     room: Arc<str>,
     peer: SocketAddr,
@@ -87,7 +89,16 @@ pub(crate) async fn run(
     let span = tracing::debug_span!("conn", id = id.0, room = %room, peer = %peer);
     async move {
         tracing::debug!(conn = id.0, room = %room, %peer, "connection open");
-        let (ws_tx, ws_rx) = ws.split();
+        // Split the socket: the writer owns the write half; tungstenite reads the
+        // other, and hands its control replies to the writer (see `socket`).
+        let (read_half, write_half) = ws.into_inner().into_split();
+        let (control_tx, control_rx) = mpsc::channel(socket::CONTROL_CAPACITY);
+        let ws_rx = WebSocketStream::from_raw_socket(
+            socket::ReadSide::new(read_half, control_tx),
+            Role::Server,
+            Some(ws_config),
+        )
+        .await;
         // The outbox: the broker holds `outbox_tx` (registered below), the writer
         // holds `outbox_rx`. It closes when the broker deregisters this connection.
         let (outbox_tx, outbox_rx) = mpsc::channel(ctx.outbox_capacity);
@@ -107,7 +118,8 @@ pub(crate) async fn run(
             _done: writer_done.clone().drop_guard(),
         };
         let timing = writer::Timing { ping_interval: ctx.ping_interval, write_timeout: ctx.write_timeout };
-        let writer = tokio::spawn(writer::run(ws_tx, outbox_rx, signals, timing).in_current_span());
+        let writer =
+            tokio::spawn(writer::run(write_half, outbox_rx, control_rx, signals, timing).in_current_span());
 
         let join = Command::Op(Op::Join { id, room: Arc::clone(&room), outbox_tx, kick });
         let peer_close = if ctx.broker_tx.send(join).await.is_ok() {
@@ -147,9 +159,4 @@ pub(crate) async fn run(
     }
     .instrument(span)
     .await;
-}
-
-/// Builds a Close frame with a static reason.
-pub(crate) fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
-    CloseFrame { code, reason: reason.into() }
 }

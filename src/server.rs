@@ -426,7 +426,7 @@ async fn serve(
         tracing::debug!(%peer, "handshake completed without a room");
         return;
     };
-    connection::run(ws, id, room, peer, ctx).await;
+    connection::run(ws, admit.ws_config, id, room, peer, ctx).await;
 }
 
 /// Answers an over-limit connection's handshake with HTTP 503, within the handshake

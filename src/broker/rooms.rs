@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::{ConnId, Settings};
@@ -26,7 +26,7 @@ pub(crate) const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) struct Member {
     id: ConnId,
     /// The broker's end of the connection's outbox; the writer holds the receiver.
-    outbox_tx: mpsc::Sender<Message>,
+    outbox_tx: mpsc::Sender<Bytes>,
     /// Cancelled to disconnect this member as a slow consumer; the writer watches it.
     kick: CancellationToken,
     /// Messages dropped for this member because its outbox was full (location ④).
@@ -36,7 +36,7 @@ pub(crate) struct Member {
 }
 
 impl Member {
-    pub(crate) fn new(id: ConnId, outbox_tx: mpsc::Sender<Message>, kick: CancellationToken) -> Self {
+    pub(crate) fn new(id: ConnId, outbox_tx: mpsc::Sender<Bytes>, kick: CancellationToken) -> Self {
         Self { id, outbox_tx, kick, dropped: 0, drop_logged_at: None }
     }
 }
@@ -203,7 +203,8 @@ impl Rooms {
         self.rooms.remove_entry(room)
     }
 
-    /// Fans `message` out to every member of `room`.
+    /// Fans `frame` out to every member of `room`: each gets a reference-counted clone
+    /// of the same bytes, so a message costs one copy however many receive it.
     ///
     /// Location ④, per member, in one pass over the room with no allocation:
     /// - `Ok`: counted as delivered.
@@ -213,16 +214,16 @@ impl Rooms {
     /// - `Closed`: the member's writer is gone (it ended, or panicked) and its reader
     ///   has not deregistered yet. The member is removed right here by `retain_mut`.
     ///
-    /// Not proven (tokio's `try_send` and cloning a `Message` are opaque to the
+    /// Not proven (tokio's `try_send` and cloning `Bytes` are opaque to the
     /// proof); the broker runs it contained.
     ///
     /// `from` is the publishing connection, or `None` for a message from another node
     /// (through Redis), which is delivered locally only and never published again.
-    pub(crate) fn publish(&mut self, from: Option<ConnId>, room: &Arc<str>, message: Message) {
+    pub(crate) fn publish(&mut self, from: Option<ConnId>, room: &Arc<str>, frame: Bytes) {
         if from.is_some() {
             self.counters.published = self.counters.published.wrapping_add(1);
             if let Some(bridge) = &self.bridge {
-                bridge.publish(room, &message);
+                bridge.publish(room, &frame);
             }
         }
         let room: &str = room;
@@ -240,7 +241,7 @@ impl Rooms {
             if !echo && Some(member.id) == from {
                 return true;
             }
-            match member.outbox_tx.try_send(message.clone()) {
+            match member.outbox_tx.try_send(frame.clone()) {
                 Ok(()) => {
                     counters.delivered = counters.delivered.wrapping_add(1);
                     true
@@ -312,7 +313,7 @@ mod tests {
     use super::*;
 
     impl Rooms {
-        fn join(&mut self, id: ConnId, room: Arc<str>, tx: mpsc::Sender<Message>) {
+        fn join(&mut self, id: ConnId, room: Arc<str>, tx: mpsc::Sender<Bytes>) {
             if let Err(member) = self.try_join(Member::new(id, tx, CancellationToken::new()), &room) {
                 self.join_growing(member, room);
             }
@@ -323,8 +324,8 @@ mod tests {
         Settings { echo, slow_consumer: SlowConsumer::Drop }
     }
 
-    fn text(s: &'static str) -> Message {
-        Message::text(s)
+    fn text(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
     }
 
     #[test]

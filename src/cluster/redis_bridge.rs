@@ -130,8 +130,8 @@ pub(crate) async fn run(
                         return;
                     }
                     let mut pipe = redis::pipe();
-                    for (room, message) in batch.drain(..) {
-                        if let Some(bytes) = encode(node, &message) {
+                    for (room, frame) in batch.drain(..) {
+                        if let Some(bytes) = encode(node, &frame) {
                             pipe.cmd(publish).arg(channel(&room)).arg(bytes).ignore();
                         }
                     }
@@ -252,10 +252,10 @@ async fn deliver(
     let Some(room) = channel.strip_prefix(prefix.as_bytes()).and_then(|r| std::str::from_utf8(r).ok()) else {
         return;
     };
-    let Some(message) = decode(node, &payload) else { return };
+    let Some(frame) = decode(node, &payload) else { return };
     metrics.received.fetch_add(1, Ordering::Relaxed);
     let Some(tx) = broker_tx.upgrade() else { return };
-    let remote = Command::Op(Op::Remote { room: Arc::from(room), message });
+    let remote = Command::Op(Op::Remote { room: Arc::from(room), frame });
     if tx.send(remote).await.is_err() {
         tracing::debug!("broker gone; remote message dropped");
     }

@@ -11,8 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use futures_util::stream::SplitStream;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -20,6 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
+use super::socket::ReadSide;
 use super::{CLOSE_LINGER, Stop};
 use crate::broker::{Command, ConnId, Op};
 
@@ -38,7 +37,7 @@ impl Reader<'_> {
     /// (1005, "no status", for a Close without a code).
     pub(crate) async fn run(
         self,
-        mut ws_rx: SplitStream<WebSocketStream<TcpStream>>,
+        mut ws_rx: WebSocketStream<ReadSide>,
         stop_tx: oneshot::Sender<Stop>,
         writer_done: &CancellationToken,
     ) -> Option<CloseCode> {
@@ -78,8 +77,10 @@ impl Reader<'_> {
                         // peer's Close reply, and is not forwarded.
                         continue;
                     }
+                    // Framed once here; every recipient's writer sends these same bytes.
+                    let Some(frame) = super::frame::data(&message) else { continue };
                     let publish =
-                        Command::Op(Op::Publish { from: self.id, room: Arc::clone(self.room), message });
+                        Command::Op(Op::Publish { from: self.id, room: Arc::clone(self.room), frame });
                     tokio::select! {
                         biased;
                         sent = self.broker_tx.send(publish) => {

@@ -1,4 +1,4 @@
-//! The writer task: broker to socket.
+//! The writer task: broker to socket. It is the only writer of the socket.
 //!
 //! Failure location ⑤ lives here: `recv` on the outbox returns `None` when the broker
 //! no longer holds this connection's sender (it deregistered us, or the broker itself
@@ -6,26 +6,25 @@
 //! which stops the reader, and the reader then deregisters (a no-op if the broker
 //! already forgot us).
 //!
-//! The writer also pings every `ping_interval`, bounds every socket write by
-//! `write_timeout` (a stalled peer cannot hold this task and its buffers forever),
-//! and closes with 1008 when the broker disconnects it as a slow consumer.
+//! It writes each batch of pre-built frames from its outbox with one vectored write,
+//! forwards the control frames tungstenite produces on the read side (Pong replies,
+//! the reply to a client's Close), pings every `ping_interval`, bounds every socket
+//! write by `write_timeout` (a stalled peer cannot hold this task and its buffers
+//! forever), and closes with 1008 when the broker disconnects it as a slow consumer.
 
+use std::io::{self, IoSlice};
 use std::time::Duration;
 
-use futures_util::SinkExt;
-use futures_util::stream::SplitSink;
-use tokio::net::TcpStream;
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::reader::deadline_after;
-use super::{CLOSE_LINGER, Stop, WRITE_BATCH, close_frame};
-
-type WsSink = SplitSink<WebSocketStream<TcpStream>, Message>;
+use super::{CLOSE_LINGER, Stop, WRITE_BATCH, frame};
 
 /// What can tell the writer to stop.
 pub(crate) struct Signals {
@@ -50,11 +49,13 @@ pub(crate) struct Timing {
 /// Why the write loop ended: with a Close frame to send, or with nothing to send.
 type Ending = Option<(CloseCode, &'static str)>;
 
-/// Writes outbox messages to the socket until told to stop, the outbox closes, or the
-/// socket fails or stalls. Returns the code of the Close frame it sent, if any.
+/// Writes outbox frames and control frames to the socket until told to stop, the
+/// outbox closes, or the socket fails or stalls. Returns the code of the Close frame
+/// it sent, if any.
 pub(crate) async fn run(
-    mut ws_tx: WsSink,
-    mut outbox_rx: mpsc::Receiver<Message>,
+    mut socket: OwnedWriteHalf,
+    mut outbox_rx: mpsc::Receiver<Bytes>,
+    mut control_rx: mpsc::Receiver<Bytes>,
     signals: Signals,
     timing: Timing,
 ) -> Option<CloseCode> {
@@ -67,6 +68,11 @@ pub(crate) async fn run(
     // Set by `Stop::CloseAfterDrain`: the Close to send once the outbox is drained,
     // and the latest time to send it anyway.
     let mut drain: Option<((CloseCode, &'static str), Instant)> = None;
+    // Set by `Stop::PeerGone`: forward tungstenite's last control frames (the reply
+    // to the client's Close) until the reader is done, then end.
+    let mut peer_gone_until: Option<Instant> = None;
+    // Until tungstenite's side (the reader) is gone.
+    let mut control_open = true;
 
     let close: Ending = loop {
         tokio::select! {
@@ -78,7 +84,8 @@ pub(crate) async fn run(
                     Ok(Stop::CloseAfterDrain(code, reason)) => {
                         drain = Some(((code, reason), deadline_after(CLOSE_LINGER)));
                     }
-                    Ok(Stop::PeerGone) => break None,
+                    Ok(Stop::PeerGone) if !control_open => break None,
+                    Ok(Stop::PeerGone) => peer_gone_until = Some(deadline_after(CLOSE_LINGER)),
                     Err(_) => break Some((CloseCode::Error, "internal error")),
                 }
             }
@@ -86,15 +93,31 @@ pub(crate) async fn run(
                 tracing::debug!("disconnected as a slow consumer; closing with 1008");
                 break Some((CloseCode::Policy, "slow consumer"));
             }
-            () = shutdown.cancelled() => break Some((CloseCode::Away, "server shutting down")),
-            () = sleep_until_drain(drain) => break drain.map(|(close, _)| close),
-            _ = ping.tick() => {
-                let ping_frame = Message::Ping(Bytes::new());
-                if !bounded(timing.write_timeout, send_flush(&mut ws_tx, ping_frame)).await {
+            () = shutdown.cancelled(), if peer_gone_until.is_none() => {
+                break Some((CloseCode::Away, "server shutting down"));
+            }
+            () = sleep_until_opt(drain.map(|(_, at)| at)) => break drain.map(|(close, _)| close),
+            () = sleep_until_opt(peer_gone_until) => break None,
+            control = control_rx.recv(), if control_open => match control {
+                Some(frames) => {
+                    if !bounded(timing.write_timeout, socket.write_all(&frames)).await {
+                        break None;
+                    }
+                }
+                // The reader's protocol layer is gone: nothing more will come from it.
+                None => {
+                    control_open = false;
+                    if peer_gone_until.is_some() {
+                        break None;
+                    }
+                }
+            },
+            _ = ping.tick(), if peer_gone_until.is_none() => {
+                if !bounded(timing.write_timeout, socket.write_all(&frame::ping())).await {
                     break None;
                 }
             }
-            n = outbox_rx.recv_many(&mut batch, WRITE_BATCH) => {
+            n = outbox_rx.recv_many(&mut batch, WRITE_BATCH), if peer_gone_until.is_none() => {
                 if n == 0 {
                     // The broker dropped our outbox sender: after a drain that is the
                     // reader's Close; otherwise location ⑤.
@@ -106,15 +129,16 @@ pub(crate) async fn run(
                         }
                     });
                 }
-                if !bounded(timing.write_timeout, write_batch(&mut ws_tx, &mut batch)).await {
+                let written = bounded(timing.write_timeout, write_frames(&mut socket, &batch)).await;
+                batch.clear();
+                if !written {
                     break None;
                 }
             }
         }
     };
     let (code, reason) = close?;
-    let frame = Message::Close(Some(close_frame(code, reason)));
-    if bounded(timing.write_timeout, send_flush(&mut ws_tx, frame)).await {
+    if bounded(timing.write_timeout, socket.write_all(&frame::close(code, reason))).await {
         Some(code)
     } else {
         tracing::debug!("could not send Close {code}");
@@ -124,10 +148,7 @@ pub(crate) async fn run(
 
 /// Runs a socket write with a deadline; `false` when it failed or timed out, after
 /// which the connection is beyond saving and the writer ends without a Close.
-async fn bounded(
-    limit: Duration,
-    write: impl Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>>,
-) -> bool {
+async fn bounded(limit: Duration, write: impl Future<Output = io::Result<()>>) -> bool {
     match tokio::time::timeout(limit, write).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
@@ -141,29 +162,49 @@ async fn bounded(
     }
 }
 
-async fn send_flush(
-    ws_tx: &mut WsSink,
-    message: Message,
-) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-    ws_tx.send(message).await
-}
-
-/// Feeds every message of `batch` to the socket and flushes once, so a burst of
-/// messages costs one write syscall instead of one per message.
-async fn write_batch(
-    ws_tx: &mut WsSink,
-    batch: &mut Vec<Message>,
-) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-    for message in batch.drain(..) {
-        ws_tx.feed(message).await?;
+/// Writes every frame of `frames` with as few vectored writes as the socket allows:
+/// one syscall for the whole batch when the socket buffer has room.
+async fn write_frames(socket: &mut OwnedWriteHalf, frames: &[Bytes]) -> io::Result<()> {
+    // Position: the frame being written and how much of it is already out.
+    let (mut index, mut offset) = (0usize, 0usize);
+    while index < frames.len() {
+        let slices: Vec<IoSlice<'_>> = frames
+            .get(index..)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| IoSlice::new(if i == 0 { f.get(offset..).unwrap_or_default() } else { f }))
+            .collect();
+        let mut written = socket.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        // Advance past what the kernel took, without trusting it to be in range.
+        while written > 0 {
+            let Some(current) = frames.get(index) else { break };
+            let left = current.len().saturating_sub(offset);
+            if written >= left {
+                written = written.saturating_sub(left);
+                index = index.saturating_add(1);
+                offset = 0;
+            } else {
+                offset = offset.saturating_add(written);
+                written = 0;
+            }
+        }
+        // Skip empty frames (none are built, but never loop on them).
+        while frames.get(index).is_some_and(|f| f.len() <= offset) {
+            index = index.saturating_add(1);
+            offset = 0;
+        }
     }
-    ws_tx.flush().await
+    Ok(())
 }
 
-/// Sleeps until the drain deadline, or forever when not draining.
-async fn sleep_until_drain(drain: Option<((CloseCode, &'static str), Instant)>) {
-    match drain {
-        Some((_, deadline)) => tokio::time::sleep_until(deadline).await,
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }

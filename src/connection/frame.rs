@@ -1,0 +1,109 @@
+//! Server-to-client WebSocket frames, built once and shared.
+//!
+//! Frames from a server are not masked (RFC 6455 section 5.1), so the bytes of a
+//! frame are the same for every recipient. The reader builds each published
+//! message's frame once; the broker hands every member's outbox a reference-counted
+//! clone (`Bytes`, no copy); each writer puts a batch of them on the wire with one
+//! vectored write. Nothing here can panic: lengths are written with checked
+//! conversions and parsed with `get`.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// Opcodes used here (RFC 6455 section 5.2).
+pub(crate) const TEXT: u8 = 0x1;
+pub(crate) const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+
+/// A final, unmasked frame with `opcode` and `payload`.
+pub(crate) fn build(opcode: u8, payload: &[u8]) -> Bytes {
+    let len = payload.len();
+    let mut frame = BytesMut::with_capacity(len.saturating_add(10));
+    frame.put_u8(0x80 | (opcode & 0x0f));
+    if let Ok(short) = u8::try_from(len) {
+        if short < 126 {
+            frame.put_u8(short);
+        } else {
+            frame.put_u8(126);
+            frame.put_u16(u16::from(short));
+        }
+    } else if let Ok(medium) = u16::try_from(len) {
+        frame.put_u8(126);
+        frame.put_u16(medium);
+    } else {
+        frame.put_u8(127);
+        frame.put_u64(u64::try_from(len).unwrap_or(u64::MAX));
+    }
+    frame.put_slice(payload);
+    frame.freeze()
+}
+
+/// The frame for a client's data message; `None` for anything that is not text or
+/// binary (control messages are never published).
+pub(crate) fn data(message: &Message) -> Option<Bytes> {
+    match message {
+        Message::Text(text) => Some(build(TEXT, text.as_bytes())),
+        Message::Binary(bytes) => Some(build(BINARY, bytes)),
+        _ => None,
+    }
+}
+
+/// A Close frame with a code and a short static reason.
+pub(crate) fn close(code: CloseCode, reason: &str) -> Bytes {
+    let mut payload = Vec::with_capacity(reason.len().saturating_add(2));
+    payload.extend_from_slice(&u16::from(code).to_be_bytes());
+    // Control frames carry at most 125 bytes; our reasons are far shorter.
+    payload.extend_from_slice(reason.as_bytes().get(..reason.len().min(123)).unwrap_or_default());
+    build(CLOSE, &payload)
+}
+
+/// An empty Ping frame.
+pub(crate) fn ping() -> Bytes {
+    build(PING, &[])
+}
+
+/// The opcode and payload of a frame built by [`build`].
+pub(crate) fn parse(frame: &[u8]) -> Option<(u8, &[u8])> {
+    let opcode = frame.first()? & 0x0f;
+    let start = match frame.get(1)? & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    Some((opcode, frame.get(start..)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_match_tungstenites_encoding() {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        for len in [0usize, 1, 125, 126, 127, 65535, 65536, 70000] {
+            let payload = vec![7u8; len];
+            let ours = build(BINARY, &payload);
+            let mut theirs = Vec::new();
+            Frame::message(
+                payload.clone(),
+                tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
+                    tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Binary,
+                ),
+                true,
+            )
+            .format(&mut theirs)
+            .unwrap();
+            assert_eq!(&ours[..], &theirs[..], "length {len}");
+            assert_eq!(parse(&ours), Some((BINARY, &payload[..])));
+        }
+    }
+
+    #[test]
+    fn close_frames_carry_the_code() {
+        let f = close(CloseCode::Away, "bye");
+        assert_eq!(parse(&f), Some((CLOSE, &[0x03, 0xe9, b'b', b'y', b'e'][..])));
+        assert_eq!(&ping()[..], &[0x89, 0x00]);
+    }
+}
