@@ -162,9 +162,28 @@ async fn bounded(limit: Duration, write: impl Future<Output = io::Result<()>>) -
     }
 }
 
-/// Writes every frame of `frames` with as few vectored writes as the socket allows:
-/// one syscall for the whole batch when the socket buffer has room.
+/// A batch up to this size is copied into one buffer and written with a plain
+/// `write`: the kernel copies one contiguous buffer faster than many small iovecs
+/// (profiled: 14% of fan-out CPU in `_copy_from_iter` with one iovec per frame).
+/// The buffer lives only for the write, so idle connections keep nothing.
+const COALESCE_LIMIT: usize = 16 * 1024;
+
+/// Writes every frame of `frames` with as few syscalls as the socket allows: one
+/// for the whole batch when the socket buffer has room.
 async fn write_frames(socket: &mut OwnedWriteHalf, frames: &[Bytes]) -> io::Result<()> {
+    let total = frames.iter().fold(0usize, |sum, f| sum.saturating_add(f.len()));
+    if total <= COALESCE_LIMIT {
+        let mut buffer = Vec::with_capacity(total);
+        for f in frames {
+            buffer.extend_from_slice(f);
+        }
+        return socket.write_all(&buffer).await;
+    }
+    write_vectored_all(socket, frames).await
+}
+
+/// Writes `frames` with vectored writes, for batches too large to copy.
+async fn write_vectored_all(socket: &mut OwnedWriteHalf, frames: &[Bytes]) -> io::Result<()> {
     // Position: the frame being written and how much of it is already out.
     let (mut index, mut offset) = (0usize, 0usize);
     while index < frames.len() {
