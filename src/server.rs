@@ -400,7 +400,11 @@ async fn serve(
             }
         }
     };
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(admit.ws_config));
+    // Boxed: the handshake's state is large and needed only briefly; inline, it
+    // would size this connection's task for its whole life (measured: memory per
+    // idle connection).
+    let handshake =
+        Box::pin(tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(admit.ws_config)));
     let outcome = tokio::time::timeout(admit.handshake_timeout, handshake).await;
     let ws = match outcome {
         Ok(Ok(ws)) => ws,

@@ -133,3 +133,17 @@ async fn an_abrupt_disconnect_is_cleaned_up() {
     assert_eq!(recv(&mut b).await, Message::text("after"));
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_ping_gets_its_own_pong_in_order() {
+    let server = TestServer::start().await;
+    let mut ws = server.join("/ping").await;
+    for i in 0..10u8 {
+        ws.send(Message::Ping(vec![i; usize::from(i) + 1].into())).await.unwrap();
+    }
+    for i in 0..10u8 {
+        let pong = tokio::time::timeout(common::EVENT_TIMEOUT, ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(pong, Message::Pong(vec![i; usize::from(i) + 1].into()), "pong {i}");
+    }
+    server.shutdown().await.unwrap();
+}

@@ -7,6 +7,9 @@
 //! Close) are handed to the writer through a small bounded channel, so there is one
 //! writer of the socket and frames never interleave.
 //!
+//! Every reply is kept (no coalescing into "the latest Pong", though RFC 6455 would
+//! allow it): Autobahn case 2.10 expects one Pong per Ping.
+//!
 //! Bytes a non-compliant client sent after its handshake request but before our
 //! response (RFC 6455 forbids it) are not carried over the split.
 
