@@ -161,8 +161,11 @@ async fn idle(args: &Args, n: usize) -> Result<serde_json::Value, String> {
     // Let the server finish registering every connection before measuring.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = procfs::status_kib(pid, "VmRSS:").ok_or("cannot read server RSS")?;
-    let per_connection =
-        after.saturating_sub(before).saturating_mul(1024) / u64::try_from(n.max(1)).unwrap_or(1);
+    let per_connection = after
+        .saturating_sub(before)
+        .saturating_mul(1024)
+        .checked_div(u64::try_from(n).unwrap_or(1))
+        .unwrap_or(0);
     drop(connections);
     Ok(json!({
         "label": args.label, "mode": "idle", "connections": n,
@@ -214,7 +217,7 @@ async fn traffic(args: &Args) -> Result<serde_json::Value, String> {
     let mut tasks = Vec::new();
     let mut publisher_index = 0usize;
     for (i, ((r, w), rest, publishes)) in readers.into_iter().enumerate() {
-        let room = i / members_per_room.max(1) % args.rooms.max(1);
+        let room = i.checked_div(members_per_room).and_then(|q| q.checked_rem(args.rooms)).unwrap_or(0);
         if publishes {
             tasks.push(tokio::task::spawn_local(read_loop(r, None, rest, Rc::clone(&shared))));
             let publisher = Publisher { room, index: publisher_index, size: args.size, rate: args.rate };
@@ -238,7 +241,7 @@ async fn traffic(args: &Args) -> Result<serde_json::Value, String> {
     let own_cpu_end = procfs::cpu_ns(std::process::id());
 
     // Drain: wait until deliveries stop (quiet for 500 ms), at most 5 s.
-    let drain_deadline = Instant::now() + Duration::from_secs(5);
+    let drain_deadline = Instant::now().checked_add(Duration::from_secs(5)).unwrap_or_else(Instant::now);
     let mut last = shared.received.get();
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -324,7 +327,8 @@ async fn read_loop(
                                 shared
                                     .received_in_window
                                     .set(shared.received_in_window.get().wrapping_add(1));
-                                let _ = hist.record((now.saturating_sub(ts) / 1000).max(1));
+                                let _ =
+                                    hist.record(now.saturating_sub(ts).checked_div(1000).unwrap_or(0).max(1));
                             }
                             if payload.get(8) == Some(&1) {
                                 shared
@@ -384,7 +388,7 @@ async fn publish_loop(mut w: OwnedWriteHalf, p: Publisher, publishers: usize, sh
     let mut next = Instant::now();
     if let Some(period) = period {
         let offset = period.mul_f64(p.index as f64 / publishers.max(1) as f64);
-        next += offset;
+        next = next.checked_add(offset).unwrap_or(next);
     }
     while shared.phase.get() != Phase::Drain {
         out.clear();
@@ -405,7 +409,7 @@ async fn publish_loop(mut w: OwnedWriteHalf, p: Publisher, publishers: usize, sh
                 }
                 let scheduled =
                     u64::try_from(next.saturating_duration_since(shared.epoch).as_nanos()).unwrap_or(0);
-                next += period;
+                next = next.checked_add(period).unwrap_or(next);
                 let in_window = shared.phase.get() == Phase::Measure;
                 stamp(&mut payload, scheduled, in_window);
                 ws::encode(&mut out, 0x2, &payload);

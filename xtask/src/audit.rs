@@ -1,7 +1,8 @@
 //! `cargo xtask audit`: the panic audit, as gates and as a report.
 //!
 //! Gates (any failure makes the command exit 1):
-//! 1. the lint gate: `cargo clippy --all-targets --all-features -- -D warnings`;
+//! 1. the lint gate: `cargo clippy --workspace --all-targets --all-features -- -D warnings`
+//!    (every crate of the workspace: the server, the xtask and the load generator);
 //! 2. the no_panic proofs: the `audit` profile build of `examples/no_panic_audit`
 //!    links every annotated function, and must succeed;
 //! 3. the negative control: the same build with a deliberately panicking annotated
@@ -35,7 +36,7 @@ pub fn run() -> ExitCode {
     println!("== 1/6 lint gate");
     let clippy = util::run(
         "cargo",
-        &["clippy", "--all-targets", "--all-features", "--", "-D", "warnings"],
+        &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"],
         &[],
         false,
     );
@@ -519,7 +520,7 @@ impl Report {
         let _ = writeln!(md, "`{}`\n", self.deny_set.join("`, `"));
         let _ = writeln!(
             md,
-            "`cargo clippy --all-targets --all-features -- -D warnings`: **{}**",
+            "`cargo clippy --workspace --all-targets --all-features -- -D warnings`: **{}**",
             ok(self.clippy.success)
         );
         if !self.clippy.success {

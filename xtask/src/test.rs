@@ -38,7 +38,7 @@ pub fn ensure_redis_server() -> Result<(), String> {
         &env,
         true,
     );
-    if !(update.success && install.success) || !found("redis-server") {
+    if !(update.success && install.success && found("redis-server")) {
         return Err("could not install redis-server (apt-get needs root)".to_owned());
     }
     // The package starts a system service on 6379; the tests use their own ports,
