@@ -98,6 +98,7 @@ impl Server {
 pub fn run(args: &[String]) -> ExitCode {
     let mut servers = vec![Server::Wsbroker];
     let mut quick = false;
+    let mut replot = false;
     let mut write_docs = false;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
@@ -112,6 +113,7 @@ pub fn run(args: &[String]) -> ExitCode {
             },
             "--quick" => quick = true,
             "--write-docs" => write_docs = true,
+            "--replot" => replot = true,
             other => {
                 eprintln!("error: unknown bench option {other}");
                 return ExitCode::from(2);
@@ -119,6 +121,9 @@ pub fn run(args: &[String]) -> ExitCode {
         }
     }
     let root = root();
+    if replot {
+        return replot_saved(&root, write_docs);
+    }
     if !util::run("cargo", &["build", "--release", "--quiet", "-p", "wsbroker", "-p", "wsbench"], &[], true)
         .success
     {
@@ -175,27 +180,69 @@ pub fn run(args: &[String]) -> ExitCode {
         servers.iter().skip(1).map(|s| format!(" --peer {}", s.name())).collect::<String>(),
         if quick { " --quick" } else { "" }
     );
-    let md = markdown(&results, &command, elapsed);
-    let svg = plot(&results);
-    let written = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(dir.join("results.json"), Value::Array(results.clone()).to_string()))
-        .and_then(|()| std::fs::write(dir.join("BENCHMARKS.md"), &md))
-        .and_then(|()| std::fs::write(dir.join("benchmarks.svg"), &svg));
-    if let Err(e) = written {
-        eprintln!("error: cannot write target/bench: {e}");
+    let run = json!({"command": command, "elapsed_s": elapsed.as_secs_f64(), "results": results});
+    if std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("run.json"), run.to_string()))
+        .is_err()
+    {
+        eprintln!("error: cannot write target/bench/run.json");
         return ExitCode::FAILURE;
     }
-    if write_docs {
-        let docs = std::fs::create_dir_all(root.join("docs"))
-            .and_then(|()| std::fs::write(root.join("BENCHMARKS.md"), &md))
-            .and_then(|()| std::fs::write(root.join("docs/benchmarks.svg"), &svg));
-        if let Err(e) = docs {
-            eprintln!("error: cannot write BENCHMARKS.md: {e}");
-            return ExitCode::FAILURE;
-        }
+    if let Err(e) = write_reports(&root, &results, &command, elapsed, write_docs) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
     }
     println!("\nbench finished in {:.0} s; report: target/bench/BENCHMARKS.md", elapsed.as_secs_f64());
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// Writes the report and plot under target/bench (and, with `write_docs`, into the
+/// repository).
+fn write_reports(
+    root: &Path,
+    results: &[Value],
+    command: &str,
+    elapsed: Duration,
+    write_docs: bool,
+) -> Result<(), String> {
+    let dir = root.join("target/bench");
+    let md = markdown(results, command, elapsed);
+    let svg = plot(results);
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("BENCHMARKS.md"), &md))
+        .and_then(|()| std::fs::write(dir.join("benchmarks.svg"), &svg))
+        .map_err(|e| format!("cannot write target/bench: {e}"))?;
+    if write_docs {
+        std::fs::create_dir_all(root.join("docs"))
+            .and_then(|()| std::fs::write(root.join("BENCHMARKS.md"), &md))
+            .and_then(|()| std::fs::write(root.join("docs/benchmarks.svg"), &svg))
+            .map_err(|e| format!("cannot write BENCHMARKS.md: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `--replot`: rebuilds the report from the last run's saved results (after editing
+/// bench/NOTES.md or the report's layout), without running anything.
+fn replot_saved(root: &Path, write_docs: bool) -> ExitCode {
+    let saved = std::fs::read_to_string(root.join("target/bench/run.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+    let Some(run) = saved else {
+        eprintln!("error: no target/bench/run.json; run `cargo xtask bench` first");
+        return ExitCode::FAILURE;
+    };
+    let results = run.get("results").and_then(Value::as_array).cloned().unwrap_or_default();
+    let command = run.get("command").and_then(Value::as_str).unwrap_or("cargo xtask bench");
+    // try_from: `from_secs_f64` panics on NaN, negative or huge input.
+    let seconds = run.get("elapsed_s").and_then(Value::as_f64).unwrap_or(0.0);
+    let elapsed = Duration::try_from_secs_f64(seconds).unwrap_or_default();
+    match write_reports(root, &results, command, elapsed, write_docs) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The median run of `server` among `runs` by deliveries per server-CPU-second, or
@@ -572,7 +619,7 @@ fn plot(results: &[Value]) -> String {
             ],
         ),
         (
-            "latency p50 / p99 (ms; lower is better)",
+            "latency p50 / p99 (ms; lower is better; each group to its own scale)",
             &[
                 ("fixed-rate p50", &["latency_ms", "p50"]),
                 ("fixed-rate p99", &["latency_ms", "p99"]),
@@ -609,9 +656,20 @@ fn plot(results: &[Value]) -> String {
         let bar_w = (group_w - 20.0) / present.len().max(1) as f64;
         for (g, (label, _)) in groups.iter().enumerate() {
             let x0 = 20.0 + g as f64 * group_w;
+            // Latency groups are scaled one by one against the two fastest servers'
+            // values, so that a far slower one does not flatten them; its bar is cut
+            // at the top and its label still gives the true value.
+            let group_max = if p == 0 {
+                max
+            } else {
+                let mut vs: Vec<f64> = values.get(g).cloned().unwrap_or_default();
+                vs.sort_by(f64::total_cmp);
+                vs.get(..2.min(vs.len())).unwrap_or_default().iter().fold(0.0_f64, |a, b| a.max(*b)).max(1e-9)
+                    * 1.25
+            };
             for (i, (_, colour)) in present.iter().enumerate() {
                 let v = values.get(g).and_then(|vs| vs.get(i)).copied().unwrap_or(0.0);
-                let h = chart_h * v / max;
+                let h = chart_h * (v / group_max).min(1.0);
                 let x = x0 + 10.0 + i as f64 * bar_w;
                 let y = chart_top + chart_h - h;
                 let _ = writeln!(
