@@ -95,8 +95,9 @@ pub struct Config {
           value_parser = parse_buffer_size)]
     pub read_buffer_size: usize,
 
-    /// Per-connection write buffer: outgoing frames are gathered up to this size
-    /// before a write; the buffer may hold at most this plus one frame.
+    /// Per-connection write buffer: a batch of outgoing frames up to this size is
+    /// gathered into one buffer for a single write (larger batches are written from
+    /// the shared frames directly). The buffer exists only during the write.
     #[arg(long, env = "WSBROKER_WRITE_BUFFER_SIZE", value_name = "BYTES", default_value = "16KiB",
           value_parser = parse_buffer_size)]
     pub write_buffer_size: usize,

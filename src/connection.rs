@@ -72,6 +72,8 @@ pub(crate) struct Context {
     pub ping_interval: Duration,
     /// End a connection whose socket write does not complete in this time.
     pub write_timeout: Duration,
+    /// `--write-buffer-size`: batches up to this size are written from one buffer.
+    pub write_buffer: usize,
     /// Counts closes by code.
     pub metrics: Arc<Metrics>,
 }
@@ -117,7 +119,11 @@ pub(crate) async fn run(
             kick: kick.clone(),
             _done: writer_done.clone().drop_guard(),
         };
-        let timing = writer::Timing { ping_interval: ctx.ping_interval, write_timeout: ctx.write_timeout };
+        let timing = writer::Timing {
+            ping_interval: ctx.ping_interval,
+            write_timeout: ctx.write_timeout,
+            write_buffer: ctx.write_buffer,
+        };
         let writer =
             tokio::spawn(writer::run(write_half, outbox_rx, control_rx, signals, timing).in_current_span());
 

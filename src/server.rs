@@ -144,6 +144,7 @@ impl Server {
             idle_timeout: config.idle_timeout,
             ping_interval: config.ping_interval,
             write_timeout: config.write_timeout,
+            write_buffer: config.write_buffer_size,
             metrics: Arc::clone(&metrics),
         };
         let rejections = Arc::new(Semaphore::new(MAX_PENDING_REJECTIONS));
