@@ -11,8 +11,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::expect_close;
@@ -97,36 +96,13 @@ fn help_lists_every_flag_and_exits_0() {
     }
 }
 
-/// Starts the binary on an ephemeral port and returns it with the bound address,
-/// read from its "listening" log line.
+/// Starts the binary on an ephemeral port and checks its startup log: the
+/// RLIMIT_NOFILE soft limit was raised to the hard limit, and both are logged.
 fn spawn_server(extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let mut rlimit_logged = false;
-    let addr = loop {
-        let line = lines.next().expect("server exited before listening").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).expect("every log line is JSON");
-        if v["message"] == "RLIMIT_NOFILE" {
-            // The soft limit was raised to the hard limit, and both are logged.
-            assert_eq!(v["soft"], v["hard"], "soft limit not raised: {line}");
-            assert!(v["soft_before"].is_u64(), "{line}");
-            rlimit_logged = true;
-        }
-        if v["message"] == "wsbroker listening" {
-            break v["listen"].as_str().unwrap().to_owned();
-        }
-    };
-    assert!(rlimit_logged, "RLIMIT_NOFILE is logged before listening");
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let (child, addr, startup) = common::spawn_binary(extra);
+    let rlimit = startup.iter().find(|v| v["message"] == "RLIMIT_NOFILE").expect("RLIMIT_NOFILE is logged");
+    assert_eq!(rlimit["soft"], rlimit["hard"], "soft limit not raised: {rlimit}");
+    assert!(rlimit["soft_before"].is_u64(), "{rlimit}");
     (child, addr)
 }
 

@@ -12,8 +12,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::recv;
 use futures_util::SinkExt;
@@ -36,23 +35,8 @@ async fn a_never_reading_client_cannot_grow_server_memory_without_bound() {
     // buffers; the rest is dropped. The bound below leaves room for the runtime.
     const BOUND_MIB: u64 = 64;
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wsbroker"))
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, addr, _) = common::spawn_binary(&[]);
     let pid = child.id();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server exited").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if v["message"] == "wsbroker listening" {
-            break v["listen"].as_str().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
     let url = format!("ws://{addr}/mem");
 
     let socket = TcpSocket::new_v4().unwrap();

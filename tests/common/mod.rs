@@ -173,3 +173,31 @@ pub async fn assert_nothing_delivered<S: AsyncRead + AsyncWrite + Unpin>(ws: &mu
     send_text(ws, marker).await;
     assert_eq!(recv(ws).await, Message::text(marker), "a message arrived before the marker");
 }
+
+/// Starts the real `wsbroker` binary on an ephemeral port with JSON logs. Returns the
+/// process, the bound address (from its "listening" log line) and the log lines up
+/// to that one. Its stderr keeps being drained so it never blocks on a full pipe.
+pub fn spawn_binary(extra: &[&str]) -> (std::process::Child, String, Vec<serde_json::Value>) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsbroker"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut startup = Vec::new();
+    let addr = loop {
+        let line = lines.next().expect("server exited before listening").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).expect("every log line is JSON");
+        if v.get("message").and_then(serde_json::Value::as_str) == Some("wsbroker listening") {
+            break v.get("listen").and_then(serde_json::Value::as_str).unwrap().to_owned();
+        }
+        startup.push(v);
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr, startup)
+}

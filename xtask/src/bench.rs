@@ -289,6 +289,18 @@ fn free_port() -> Result<u16, String> {
     Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
 }
 
+/// Waits (at most 15 s) until something accepts TCP connections on `addr`.
+fn wait_listening(addr: SocketAddr, what: &str) -> Result<(), String> {
+    let deadline = Instant::now().checked_add(Duration::from_secs(15)).unwrap_or_else(Instant::now);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{what} did not start listening on {addr}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// Kills the child when dropped, so a failed run leaves no server behind.
 struct Guard(Child);
 
@@ -328,13 +340,7 @@ fn start(root: &Path, server: Server, port: u16, metrics_port: u16) -> Result<Gu
     let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", server.name()))?;
     let guard = Guard(child);
     let addr: SocketAddr = listen.parse().map_err(|e| format!("{e}"))?;
-    let deadline = Instant::now().checked_add(Duration::from_secs(15)).unwrap_or_else(Instant::now);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if Instant::now() > deadline {
-            return Err(format!("{} did not start listening", server.name()));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(addr, server.name())?;
     Ok(guard)
 }
 
@@ -405,13 +411,7 @@ fn run_two_node(root: &Path, scenario: &Scenario, timing: &[&str]) -> Result<Val
         .map_err(|e| format!("cannot start redis-server (cargo xtask test installs it): {e}"))?;
     let _redis = Guard(redis);
     let redis_addr: SocketAddr = format!("127.0.0.1:{redis_port}").parse().map_err(|e| format!("{e}"))?;
-    let deadline = Instant::now().checked_add(Duration::from_secs(10)).unwrap_or_else(Instant::now);
-    while TcpStream::connect_timeout(&redis_addr, Duration::from_millis(200)).is_err() {
-        if Instant::now() > deadline {
-            return Err("redis-server did not start".to_owned());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(redis_addr, "redis-server")?;
     let url = format!("redis://{redis_addr}");
     let mut nodes = Vec::new();
     for _ in 0..2 {
@@ -427,13 +427,7 @@ fn run_two_node(root: &Path, scenario: &Scenario, timing: &[&str]) -> Result<Val
             .map_err(|e| format!("cannot start wsbroker: {e}"))?;
         let guard = Guard(child);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().map_err(|e| format!("{e}"))?;
-        let deadline = Instant::now().checked_add(Duration::from_secs(15)).unwrap_or_else(Instant::now);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if Instant::now() > deadline {
-                return Err("wsbroker did not start".to_owned());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(addr, "wsbroker")?;
         nodes.push((guard, addr.to_string()));
     }
     let (Some((first, addr1)), Some((_, addr2))) = (nodes.first(), nodes.get(1)) else {
