@@ -115,6 +115,12 @@ fn main() -> std::process::ExitCode {
         eprintln!("error: --size must be at least 16");
         return std::process::ExitCode::from(2);
     }
+    if let Some(rate) = args.rate {
+        if !(rate.is_finite() && rate > 0.0 && Duration::try_from_secs_f64(1.0 / rate).is_ok()) {
+            eprintln!("error: --rate must be a positive number of messages per second");
+            return std::process::ExitCode::from(2);
+        }
+    }
     // Many connections need many descriptors; raise our soft limit to the hard one.
     if let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
         if soft < hard && rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard).is_err() {
@@ -354,7 +360,9 @@ async fn read_loop(
             }
         }
         // Keep the partial frame at the end, growing the buffer for a large frame.
-        buf.copy_within(start..filled, 0);
+        if start <= filled && filled <= buf.len() {
+            buf.copy_within(start..filled, 0);
+        }
         filled = filled.saturating_sub(start);
         if filled == buf.len() {
             buf.resize(buf.len().saturating_mul(2), 0);
@@ -383,7 +391,8 @@ struct Publisher {
 async fn publish_loop(mut w: OwnedWriteHalf, p: Publisher, publishers: usize, shared: Rc<Shared>) {
     let mut payload = vec![b'x'; p.size];
     let mut out = Vec::with_capacity(PUBLISH_BATCH.saturating_mul(p.size.saturating_add(14)));
-    let period = p.rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(1.0 / r));
+    // try_from: `from_secs_f64` panics on an infinite or huge value (a tiny rate).
+    let period = p.rate.filter(|r| *r > 0.0).and_then(|r| Duration::try_from_secs_f64(1.0 / r).ok());
     // Spread publishers over one period, so a fixed schedule is not one burst.
     let mut next = Instant::now();
     if let Some(period) = period {
