@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use wsbroker::{Config, Server};
+use wsbroker::{Config, Error, Server};
 
 fn main() -> ExitCode {
     let config = match Config::try_parse() {
@@ -58,8 +58,9 @@ fn main() -> ExitCode {
         wsbroker::fd_limit::raise(max_connections);
         match server.run(wsbroker::shutdown::signal()).await {
             Ok(()) => ExitCode::SUCCESS,
-            // The broker stopped (or another fatal error): one line naming the cause,
-            // then status 1 so a supervisor restarts the process.
+            // The server logged the one line naming the cause when the broker
+            // stopped; status 1 lets a supervisor restart the process.
+            Err(Error::BrokerStopped(_)) => ExitCode::FAILURE,
             Err(e) => {
                 tracing::error!(cause = %e, "exiting with status 1");
                 ExitCode::FAILURE
