@@ -168,6 +168,20 @@ struct CodeLabel {
     code: String,
 }
 
+/// Registers a counter family labelled `reason`, one series per (reason, value).
+fn by_reason(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (&'static str, u64)>,
+) {
+    let family = Family::<ReasonLabel, Counter>::default();
+    for (reason, value) in values {
+        family.get_or_create(&ReasonLabel { reason }).inner().store(value, Ordering::Relaxed);
+    }
+    registry.register(name, help, family);
+}
+
 /// Renders every metric in the Prometheus/OpenMetrics text format.
 pub fn render(metrics: &Metrics, handle: &ServerHandle) -> String {
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -199,16 +213,12 @@ pub fn render(metrics: &Metrics, handle: &ServerHandle) -> String {
     );
     counter(&mut registry, "messages_received", "Messages published by clients", load(&metrics.published));
     counter(&mut registry, "deliveries", "Messages placed in a member's outbox", load(&metrics.delivered));
-    let dropped = Family::<ReasonLabel, Counter>::default();
-    dropped
-        .get_or_create(&ReasonLabel { reason: "outbox_full" })
-        .inner()
-        .store(load(&metrics.dropped_full), Ordering::Relaxed);
-    dropped
-        .get_or_create(&ReasonLabel { reason: "connection_gone" })
-        .inner()
-        .store(load(&metrics.dropped_closed), Ordering::Relaxed);
-    registry.register("dropped", "Deliveries dropped, by reason", dropped);
+    by_reason(
+        &mut registry,
+        "dropped",
+        "Deliveries dropped, by reason",
+        [("outbox_full", load(&metrics.dropped_full)), ("connection_gone", load(&metrics.dropped_closed))],
+    );
     counter(
         &mut registry,
         "slow_consumer_disconnects",
@@ -235,14 +245,15 @@ pub fn render(metrics: &Metrics, handle: &ServerHandle) -> String {
         "Finished connections by the code of their close handshake (none: ended without one)",
         closes,
     );
-    let rejections = Family::<ReasonLabel, Counter>::default();
-    for (reason, value) in RejectReason::ALL.iter().zip(&metrics.rejections) {
-        rejections
-            .get_or_create(&ReasonLabel { reason: reason.label() })
-            .inner()
-            .store(load(value), Ordering::Relaxed);
-    }
-    registry.register("handshake_rejections", "Handshakes refused, by reason", rejections);
+    by_reason(
+        &mut registry,
+        "handshake_rejections",
+        "Handshakes refused, by reason",
+        RejectReason::ALL
+            .iter()
+            .zip(&metrics.rejections)
+            .map(|(reason, value)| (reason.label(), load(value))),
+    );
     counter(
         &mut registry,
         "panics_caught",
@@ -264,18 +275,16 @@ pub fn render(metrics: &Metrics, handle: &ServerHandle) -> String {
             "Messages received from other nodes through Redis",
             load(&redis.received),
         );
-        let redis_dropped = Family::<ReasonLabel, Counter>::default();
-        for (reason, value) in [
-            ("queue_full", &redis.dropped_queue_full),
-            ("unavailable", &redis.dropped_unavailable),
-            ("inbound_full", &redis.dropped_inbound),
-        ] {
-            redis_dropped
-                .get_or_create(&ReasonLabel { reason })
-                .inner()
-                .store(load(value), Ordering::Relaxed);
-        }
-        registry.register("redis_dropped", "Messages not carried through Redis, by reason", redis_dropped);
+        by_reason(
+            &mut registry,
+            "redis_dropped",
+            "Messages not carried through Redis, by reason",
+            [
+                ("queue_full", load(&redis.dropped_queue_full)),
+                ("unavailable", load(&redis.dropped_unavailable)),
+                ("inbound_full", load(&redis.dropped_inbound)),
+            ],
+        );
         counter(
             &mut registry,
             "redis_reconnects",
