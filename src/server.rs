@@ -177,7 +177,7 @@ impl Server {
                             connections.spawn(serve(stream, peer, id, ctx.clone(), Arc::clone(&admit), permit));
                         }
                         Err(_) => {
-                            metrics.rejected(RejectReason::Limit);
+                            metrics.rejected(Rejection::Limit.reason());
                             match Arc::clone(&rejections).try_acquire_owned() {
                                 Ok(slot) => {
                                     tracing::info!(%peer, "connection limit reached; rejecting with 503");
@@ -359,6 +359,15 @@ enum Rejection {
 }
 
 impl Rejection {
+    /// The `wsbroker_handshake_rejections_total` label.
+    fn reason(self) -> RejectReason {
+        match self {
+            Self::Limit => RejectReason::Limit,
+            Self::Origin => RejectReason::Origin,
+            Self::RoomTooLong => RejectReason::BadRequest,
+        }
+    }
+
     /// The HTTP answer, with a one-line plain-text body.
     fn response(self) -> ErrorResponse {
         let (status, body) = match self {
@@ -410,11 +419,8 @@ async fn serve(
     let ws = match outcome {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
-            let reason = match refused {
-                Some(Rejection::Origin) => RejectReason::Origin,
-                Some(Rejection::Limit) => RejectReason::Limit,
-                Some(Rejection::RoomTooLong) | None => RejectReason::BadRequest,
-            };
+            // Refused by a rule, or not a valid upgrade at all.
+            let reason = refused.map_or(RejectReason::BadRequest, Rejection::reason);
             ctx.metrics.rejected(reason);
             tracing::info!(%peer, reason = ?reason, error = %e, "handshake rejected");
             return;
