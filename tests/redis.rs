@@ -20,7 +20,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, recv, send_text};
+use common::{TestServer, recv, sample, send_text};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -108,17 +108,6 @@ impl Drop for RedisServer {
             let _ = self.child.wait();
         }
     }
-}
-
-/// The value of a sample line in rendered metrics; fails when the series is absent.
-fn sample(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{metrics}"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 async fn node(redis: &RedisServer, sharded: bool) -> TestServer {
@@ -235,7 +224,7 @@ async fn redis_killed_and_restarted_mid_test_is_survived() {
         assert!(Instant::now() < deadline, "nodes never noticed Redis was gone");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(sample(&node1.handle.render_metrics(), "wsbroker_redis_up"), 0);
+    assert_eq!(sample(&node1.handle.render_metrics(), "wsbroker_redis_up"), 0.0);
     assert!(node1.handle.healthy(), "a degraded node still serves its local members");
 
     // Local members keep talking to each other.
@@ -256,9 +245,9 @@ async fn redis_killed_and_restarted_mid_test_is_survived() {
     assert_eq!(recv(&mut b).await, Message::text("after recovery"));
     for node in [&node1, &node2] {
         let metrics = node.handle.render_metrics();
-        assert_eq!(sample(&metrics, "wsbroker_redis_up"), 1, "{metrics}");
+        assert_eq!(sample(&metrics, "wsbroker_redis_up"), 1.0, "{metrics}");
         assert!(
-            sample(&metrics, "wsbroker_redis_reconnects_total") >= 1,
+            sample(&metrics, "wsbroker_redis_reconnects_total") >= 1.0,
             "a reconnect is counted:\n{metrics}"
         );
     }

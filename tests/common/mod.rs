@@ -201,3 +201,16 @@ pub fn spawn_binary(extra: &[&str]) -> (std::process::Child, String, Vec<serde_j
     std::thread::spawn(move || for _ in lines {});
     (child, addr, startup)
 }
+
+/// The value of one sample line of rendered metrics, e.g.
+/// `wsbroker_dropped_total{reason="outbox_full"}`; fails when the series is absent,
+/// so an assertion on it cannot pass vacuously.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
