@@ -21,7 +21,7 @@ pub fn link_all() {
     let settings = Settings { echo: black_box(true), slow_consumer: black_box(SlowConsumer::Disconnect) };
     let mut broker = Broker::new(settings, std::sync::Arc::new(crate::metrics::Metrics::default()), None);
     let room: Arc<str> = Arc::from(black_box("/audit"));
-    let (outbox_tx, mut outbox_rx) = mpsc::channel::<bytes::Bytes>(black_box(4));
+    let (outbox_tx, mut outbox_rx) = mpsc::channel::<crate::connection::frame::Frame>(black_box(4));
     let (stats_tx, stats_rx) = oneshot::channel();
     for op in [
         Op::Join {
@@ -34,7 +34,7 @@ pub fn link_all() {
         Op::Publish {
             from: ConnId(1),
             room: Arc::clone(&room),
-            frame: bytes::Bytes::from_static(b"\x81\x05audit"),
+            frame: std::sync::Arc::new(b"\x81\x05audit".to_vec()),
         },
         Op::Leave { id: ConnId(2), room: Arc::clone(&room) },
         Op::Stats { reply_tx: stats_tx },
@@ -44,7 +44,7 @@ pub fn link_all() {
     let delivered = outbox_rx.try_recv().is_ok();
 
     let mut rooms = Rooms::new(settings, None);
-    let (tx, _rx) = mpsc::channel::<bytes::Bytes>(black_box(1));
+    let (tx, _rx) = mpsc::channel::<crate::connection::frame::Frame>(black_box(1));
     let member = Member::new(ConnId(3), tx, CancellationToken::new());
     let joined = black_box(&mut rooms).try_join(member, black_box("/r"));
     black_box(&joined);

@@ -21,7 +21,6 @@ pub(crate) mod rooms;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +28,7 @@ pub use self::rooms::{BrokerStats, Counters, MemberStats, RoomStats};
 use self::rooms::{Left, Member, Rooms};
 use crate::cluster::BridgeTx;
 use crate::config::SlowConsumer;
+use crate::connection::frame::Frame;
 use crate::metrics::Metrics;
 
 /// Identifies one connection for the whole life of the server process.
@@ -60,18 +60,18 @@ pub(crate) enum Op {
     Join {
         id: ConnId,
         room: Arc<str>,
-        outbox_tx: mpsc::Sender<Bytes>,
+        outbox_tx: mpsc::Sender<Frame>,
         /// Cancelled by the broker to disconnect this member as a slow consumer.
         kick: CancellationToken,
     },
     /// Deliver `frame` (a complete server frame, built once by the reader) to every
     /// member of `room` (except `from` with `--no-echo`).
-    Publish { from: ConnId, room: Arc<str>, frame: Bytes },
+    Publish { from: ConnId, room: Arc<str>, frame: Frame },
     /// Deregister a connection. Unknown ids and rooms are a no-op.
     Leave { id: ConnId, room: Arc<str> },
     /// A message from another node (through Redis): deliver to local members only.
     #[cfg_attr(not(feature = "redis"), allow(dead_code, reason = "sent only by the Redis bridge"))]
-    Remote { room: Arc<str>, frame: Bytes },
+    Remote { room: Arc<str>, frame: Frame },
     /// Report the broker's state. The asker may have given up, in which case the
     /// reply has nowhere to go and is dropped.
     Stats { reply_tx: oneshot::Sender<BrokerStats> },
@@ -128,7 +128,7 @@ impl Broker {
     ///
     /// Its own work (room lookup, registration into reserved capacity, removal,
     /// counting) is proven directly. Effects the proof cannot see through run inside
-    /// [`contain`]: fan-out (tokio's `try_send`, cloning and dropping a frame's `Bytes`),
+    /// [`contain`]: fan-out (tokio's `try_send`, cloning and dropping a frame's `Arc`),
     /// growing storage (allocation), dropping senders, and the stats reply. A panic
     /// there, which none of them is known to raise, is caught and counted, and the
     /// broker goes on with the next operation.
@@ -233,7 +233,7 @@ async fn run_hook(hook: Hook, inbox_rx: &mut mpsc::Receiver<Command>, broker: &m
             }
         }
         Hook::AddDeadMember { room, id } => {
-            let (outbox_tx, outbox_rx) = mpsc::channel::<Bytes>(1);
+            let (outbox_tx, outbox_rx) = mpsc::channel::<Frame>(1);
             drop(outbox_rx);
             let kick = CancellationToken::new();
             broker.handle(Op::Join { id, room: Arc::from(room), outbox_tx, kick });

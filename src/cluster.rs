@@ -25,8 +25,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
+
+use crate::connection::frame::Frame;
 
 /// Local messages waiting to be published to Redis. Beyond this the broker drops
 /// them for Redis (local members still get them) and counts the drop.
@@ -85,7 +86,7 @@ pub(crate) enum Membership {
 /// The broker's end of the bridge. Every method is `try_send`: it never waits.
 #[derive(Debug, Clone)]
 pub(crate) struct BridgeTx {
-    publish_tx: mpsc::Sender<(Arc<str>, Bytes)>,
+    publish_tx: mpsc::Sender<(Arc<str>, Frame)>,
     membership_tx: mpsc::Sender<Membership>,
     resync: Arc<AtomicBool>,
     resync_notify: Arc<Notify>,
@@ -93,8 +94,8 @@ pub(crate) struct BridgeTx {
 }
 
 impl BridgeTx {
-    pub(crate) fn publish(&self, room: &Arc<str>, frame: &Bytes) {
-        if self.publish_tx.try_send((Arc::clone(room), frame.clone())).is_err() {
+    pub(crate) fn publish(&self, room: &Arc<str>, frame: &Frame) {
+        if self.publish_tx.try_send((Arc::clone(room), Arc::clone(frame))).is_err() {
             self.metrics.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -110,7 +111,7 @@ impl BridgeTx {
 
 /// The bridge's ends of the queues.
 pub(crate) struct BridgeRx {
-    pub(crate) publish_rx: mpsc::Receiver<(Arc<str>, Bytes)>,
+    pub(crate) publish_rx: mpsc::Receiver<(Arc<str>, Frame)>,
     pub(crate) membership_rx: mpsc::Receiver<Membership>,
     pub(crate) resync: Arc<AtomicBool>,
     pub(crate) resync_notify: Arc<Notify>,
@@ -158,7 +159,7 @@ pub(crate) fn encode(node: u64, frame: &[u8]) -> Option<Vec<u8>> {
 /// Decodes a Redis message into the frame to deliver locally: `None` for our own
 /// messages and malformed ones (including text that is not UTF-8, which a client
 /// could never have sent through a conforming node).
-pub(crate) fn decode(node: u64, bytes: &[u8]) -> Option<Bytes> {
+pub(crate) fn decode(node: u64, bytes: &[u8]) -> Option<Frame> {
     let origin = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
     if origin == node {
         return None;

@@ -41,7 +41,7 @@ pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Larger batches mean fewer syscalls per delivery under load: 256 measured 24%
 /// more fan-out deliveries per CPU-second than 64 (alternating runs). It stays well
 /// under `writev`'s limit of 1024 iovecs, bounds how long the writer goes without
-/// looking at its stop signals, and costs an 8 KiB batch buffer (256 `Bytes`) on a
+/// looking at its stop signals, and costs an 8 KiB batch buffer (256 `Frame`s) on a
 /// connection once it has received a burst; an idle connection has none.
 pub(crate) const WRITE_BATCH: usize = 256;
 

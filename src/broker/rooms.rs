@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
 use super::{ConnId, Settings};
 use crate::cluster::{BridgeTx, Membership};
 use crate::config::SlowConsumer;
+use crate::connection::frame::Frame;
 
 /// Drops for one member are logged at most once per this interval, so a slow
 /// consumer produces a steady trickle of log lines rather than one per message.
@@ -26,7 +26,7 @@ pub(crate) const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) struct Member {
     id: ConnId,
     /// The broker's end of the connection's outbox; the writer holds the receiver.
-    outbox_tx: mpsc::Sender<Bytes>,
+    outbox_tx: mpsc::Sender<Frame>,
     /// Cancelled to disconnect this member as a slow consumer; the writer watches it.
     kick: CancellationToken,
     /// Messages dropped for this member because its outbox was full (location ④).
@@ -36,7 +36,7 @@ pub(crate) struct Member {
 }
 
 impl Member {
-    pub(crate) fn new(id: ConnId, outbox_tx: mpsc::Sender<Bytes>, kick: CancellationToken) -> Self {
+    pub(crate) fn new(id: ConnId, outbox_tx: mpsc::Sender<Frame>, kick: CancellationToken) -> Self {
         Self { id, outbox_tx, kick, dropped: 0, drop_logged_at: None }
     }
 }
@@ -214,12 +214,12 @@ impl Rooms {
     /// - `Closed`: the member's writer is gone (it ended, or panicked) and its reader
     ///   has not deregistered yet. The member is removed right here by `retain_mut`.
     ///
-    /// Not proven (tokio's `try_send` and cloning `Bytes` are opaque to the
+    /// Not proven (tokio's `try_send` and cloning an `Arc` are opaque to the
     /// proof); the broker runs it contained.
     ///
     /// `from` is the publishing connection, or `None` for a message from another node
     /// (through Redis), which is delivered locally only and never published again.
-    pub(crate) fn publish(&mut self, from: Option<ConnId>, room: &Arc<str>, frame: Bytes) {
+    pub(crate) fn publish(&mut self, from: Option<ConnId>, room: &Arc<str>, frame: Frame) {
         if from.is_some() {
             self.counters.published = self.counters.published.wrapping_add(1);
             if let Some(bridge) = &self.bridge {
@@ -313,7 +313,7 @@ mod tests {
     use super::*;
 
     impl Rooms {
-        fn join(&mut self, id: ConnId, room: Arc<str>, tx: mpsc::Sender<Bytes>) {
+        fn join(&mut self, id: ConnId, room: Arc<str>, tx: mpsc::Sender<Frame>) {
             if let Err(member) = self.try_join(Member::new(id, tx, CancellationToken::new()), &room) {
                 self.join_growing(member, room);
             }
@@ -324,8 +324,8 @@ mod tests {
         Settings { echo, slow_consumer: SlowConsumer::Drop }
     }
 
-    fn text(s: &'static str) -> Bytes {
-        Bytes::from_static(s.as_bytes())
+    fn text(s: &'static str) -> Frame {
+        Arc::new(s.as_bytes().to_vec())
     }
 
     #[test]

@@ -3,13 +3,23 @@
 //! Frames from a server are not masked (RFC 6455 section 5.1), so the bytes of a
 //! frame are the same for every recipient. The reader builds each published
 //! message's frame once; the broker hands every member's outbox a reference-counted
-//! clone (`Bytes`, no copy); each writer puts a batch of them on the wire with one
-//! vectored write. Nothing here can panic: lengths are written with checked
+//! clone ([`Frame`], no copy); each writer puts a batch of them on the wire with one
+//! write. Nothing here can panic: lengths are written with checked
 //! conversions and parsed with `get`.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::Arc;
+
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// One complete frame, shared by every outbox it is queued in.
+///
+/// A thin `Arc` (8 bytes) rather than `Bytes` (32) or `Arc<[u8]>` (16): tokio
+/// allocates a channel's first block of 32 slots when the channel is created, so
+/// the slot size is paid by every connection, idle or not (measured: 1,056 bytes
+/// per channel with `Bytes`, 288 with this), and a clone or drop is one inline
+/// atomic operation instead of a call through `Bytes`' vtable.
+pub(crate) type Frame = Arc<Vec<u8>>;
 
 /// Opcodes used here (RFC 6455 section 5.2).
 pub(crate) const TEXT: u8 = 0x1;
@@ -18,31 +28,31 @@ const CLOSE: u8 = 0x8;
 const PING: u8 = 0x9;
 
 /// A final, unmasked frame with `opcode` and `payload`.
-pub(crate) fn build(opcode: u8, payload: &[u8]) -> Bytes {
+pub(crate) fn build(opcode: u8, payload: &[u8]) -> Frame {
     let len = payload.len();
-    let mut frame = BytesMut::with_capacity(len.saturating_add(10));
-    frame.put_u8(0x80 | (opcode & 0x0f));
+    let mut frame = Vec::with_capacity(len.saturating_add(10));
+    frame.push(0x80 | (opcode & 0x0f));
     if let Ok(short) = u8::try_from(len) {
         if short < 126 {
-            frame.put_u8(short);
+            frame.push(short);
         } else {
-            frame.put_u8(126);
-            frame.put_u16(u16::from(short));
+            frame.push(126);
+            frame.extend_from_slice(&u16::from(short).to_be_bytes());
         }
     } else if let Ok(medium) = u16::try_from(len) {
-        frame.put_u8(126);
-        frame.put_u16(medium);
+        frame.push(126);
+        frame.extend_from_slice(&medium.to_be_bytes());
     } else {
-        frame.put_u8(127);
-        frame.put_u64(u64::try_from(len).unwrap_or(u64::MAX));
+        frame.push(127);
+        frame.extend_from_slice(&u64::try_from(len).unwrap_or(u64::MAX).to_be_bytes());
     }
-    frame.put_slice(payload);
-    frame.freeze()
+    frame.extend_from_slice(payload);
+    Arc::new(frame)
 }
 
 /// The frame for a client's data message; `None` for anything that is not text or
 /// binary (control messages are never published).
-pub(crate) fn data(message: &Message) -> Option<Bytes> {
+pub(crate) fn data(message: &Message) -> Option<Frame> {
     match message {
         Message::Text(text) => Some(build(TEXT, text.as_bytes())),
         Message::Binary(bytes) => Some(build(BINARY, bytes)),
@@ -51,7 +61,7 @@ pub(crate) fn data(message: &Message) -> Option<Bytes> {
 }
 
 /// A Close frame with a code and a short static reason.
-pub(crate) fn close(code: CloseCode, reason: &str) -> Bytes {
+pub(crate) fn close(code: CloseCode, reason: &str) -> Frame {
     let mut payload = Vec::with_capacity(reason.len().saturating_add(2));
     payload.extend_from_slice(&u16::from(code).to_be_bytes());
     // Control frames carry at most 125 bytes; our reasons are far shorter.
@@ -60,7 +70,7 @@ pub(crate) fn close(code: CloseCode, reason: &str) -> Bytes {
 }
 
 /// An empty Ping frame.
-pub(crate) fn ping() -> Bytes {
+pub(crate) fn ping() -> Frame {
     build(PING, &[])
 }
 

@@ -15,12 +15,14 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio_util::sync::PollSender;
+
+use super::frame::Frame;
 
 /// Control frames tungstenite may queue for the writer at once. tungstenite itself
 /// keeps at most one pending control reply; when this channel is full its flush
@@ -35,13 +37,13 @@ const MAX_PENDING: usize = 1024;
 pub(crate) struct ReadSide {
     read: OwnedReadHalf,
     /// To the writer: complete control frames from tungstenite.
-    control_tx: PollSender<Bytes>,
+    control_tx: PollSender<Frame>,
     /// Bytes written by tungstenite since its last flush.
     pending: Vec<u8>,
 }
 
 impl ReadSide {
-    pub(crate) fn new(read: OwnedReadHalf, control_tx: tokio::sync::mpsc::Sender<Bytes>) -> Self {
+    pub(crate) fn new(read: OwnedReadHalf, control_tx: tokio::sync::mpsc::Sender<Frame>) -> Self {
         Self { read, control_tx: PollSender::new(control_tx), pending: Vec::new() }
     }
 
@@ -54,7 +56,7 @@ impl ReadSide {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(_)) => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "writer gone"))),
             Poll::Ready(Ok(())) => {
-                let frames = Bytes::from(std::mem::take(&mut self.pending));
+                let frames = Arc::new(std::mem::take(&mut self.pending));
                 match self.control_tx.send_item(frames) {
                     Ok(()) => Poll::Ready(Ok(())),
                     Err(_) => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "writer gone"))),
@@ -69,7 +71,7 @@ impl Drop for ReadSide {
         // Last chance for a reply written but not yet handed over.
         if !self.pending.is_empty() {
             if let Some(tx) = self.control_tx.get_ref() {
-                if tx.try_send(Bytes::from(std::mem::take(&mut self.pending))).is_err() {
+                if tx.try_send(Arc::new(std::mem::take(&mut self.pending))).is_err() {
                     tracing::debug!("writer gone or busy; final control frame dropped");
                 }
             }

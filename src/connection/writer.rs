@@ -15,7 +15,6 @@
 use std::io::{self, IoSlice};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
@@ -23,8 +22,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::frame::{self, Frame};
 use super::reader::deadline_after;
-use super::{CLOSE_LINGER, Stop, WRITE_BATCH, frame};
+use super::{CLOSE_LINGER, Stop, WRITE_BATCH};
 
 /// What can tell the writer to stop.
 pub(crate) struct Signals {
@@ -56,8 +56,8 @@ type Ending = Option<(CloseCode, &'static str)>;
 /// it sent, if any.
 pub(crate) async fn run(
     mut socket: OwnedWriteHalf,
-    mut outbox_rx: mpsc::Receiver<Bytes>,
-    mut control_rx: mpsc::Receiver<Bytes>,
+    mut outbox_rx: mpsc::Receiver<Frame>,
+    mut control_rx: mpsc::Receiver<Frame>,
     signals: Signals,
     timing: Timing,
 ) -> Option<CloseCode> {
@@ -177,7 +177,7 @@ async fn bounded(limit: Duration, write: impl Future<Output = io::Result<()>>) -
 /// connections keep nothing. Larger batches go out with vectored writes, uncopied.
 async fn write_frames(
     socket: &mut OwnedWriteHalf,
-    frames: &[Bytes],
+    frames: &[Frame],
     coalesce_limit: usize,
 ) -> io::Result<()> {
     let total = frames.iter().fold(0usize, |sum, f| sum.saturating_add(f.len()));
@@ -192,7 +192,7 @@ async fn write_frames(
 }
 
 /// Writes `frames` with vectored writes, for batches too large to copy.
-async fn write_vectored_all(socket: &mut OwnedWriteHalf, frames: &[Bytes]) -> io::Result<()> {
+async fn write_vectored_all(socket: &mut OwnedWriteHalf, frames: &[Frame]) -> io::Result<()> {
     // Position: the frame being written and how much of it is already out.
     let (mut index, mut offset) = (0usize, 0usize);
     while index < frames.len() {
