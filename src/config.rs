@@ -90,8 +90,10 @@ pub struct Config {
           value_parser = parse_message_size)]
     pub max_message_size: usize,
 
-    /// Per-connection read buffer, allocated for every connection.
-    #[arg(long, env = "WSBROKER_READ_BUFFER_SIZE", value_name = "BYTES", default_value = "4KiB",
+    /// Per-connection read buffer (the protocol layer's read window), allocated for
+    /// every connection. Socket reads land in a 16 KiB buffer per thread first;
+    /// bytes the connection has not taken yet are kept only until it does.
+    #[arg(long, env = "WSBROKER_READ_BUFFER_SIZE", value_name = "BYTES", default_value = "256B",
           value_parser = parse_buffer_size)]
     pub read_buffer_size: usize,
 
@@ -212,7 +214,7 @@ impl Config {
             no_echo: false,
             slow_consumer: SlowConsumer::Drop,
             max_message_size: 64 << 10,
-            read_buffer_size: 4 << 10,
+            read_buffer_size: 256,
             write_buffer_size: 16 << 10,
             max_connections: 65_536,
             max_room_length: 1024,

@@ -7,16 +7,26 @@
 //! Close) are handed to the writer through a small bounded channel, so there is one
 //! writer of the socket and frames never interleave.
 //!
+//! Reads from the socket go through one scratch buffer per runtime thread, as
+//! uWebSockets does: tungstenite is given a small read window (`--read-buffer-size`)
+//! and the bytes it does not take yet are kept per connection only until it does.
+//! A connection with nothing in flight, which is most of them, holds no read buffer
+//! of its own beyond tungstenite's window, while one socket read still takes up to
+//! [`SCRATCH_LEN`] bytes.
+//!
 //! Every reply is kept (no coalescing into "the latest Pong", though RFC 6455 would
 //! allow it): Autobahn case 2.10 expects one Pong per Ping.
 //!
 //! Bytes a non-compliant client sent after its handshake request but before our
 //! response (RFC 6455 forbids it) are not carried over the split.
 
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
@@ -33,9 +43,23 @@ pub(crate) const CONTROL_CAPACITY: usize = 8;
 /// Close or Pong frame is at most 127 bytes; anything more is a logic error, refused.
 const MAX_PENDING: usize = 1024;
 
+/// Size of each thread's scratch read buffer: the most one socket read takes, and
+/// so also the most a connection holds in [`ReadSide::unread`] (16 KiB is 230
+/// 64-byte messages per read; larger reads measured no faster).
+pub(crate) const SCRATCH_LEN: usize = 16 << 10;
+
+thread_local! {
+    /// Where socket reads land before tungstenite takes them. Only borrowed inside
+    /// one synchronous `poll_read`, never across an await.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
+}
+
 /// What tungstenite reads from and "writes" to.
 pub(crate) struct ReadSide {
     read: OwnedReadHalf,
+    /// Bytes read from the socket that tungstenite has not taken yet; unallocated
+    /// whenever it has taken them all.
+    unread: BytesMut,
     /// To the writer: complete control frames from tungstenite.
     control_tx: PollSender<Frame>,
     /// Bytes written by tungstenite since its last flush.
@@ -44,7 +68,7 @@ pub(crate) struct ReadSide {
 
 impl ReadSide {
     pub(crate) fn new(read: OwnedReadHalf, control_tx: tokio::sync::mpsc::Sender<Frame>) -> Self {
-        Self { read, control_tx: PollSender::new(control_tx), pending: Vec::new() }
+        Self { read, unread: BytesMut::new(), control_tx: PollSender::new(control_tx), pending: Vec::new() }
     }
 
     /// Hands the pending bytes to the writer, waiting for room in the channel.
@@ -85,7 +109,40 @@ impl AsyncRead for ReadSide {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.read).poll_read(cx, buf)
+        let this = &mut *self;
+        if !this.unread.is_empty() {
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(this.unread.get(..n).unwrap_or_default());
+            this.unread.advance(n);
+            if this.unread.is_empty() {
+                // Give the allocation back: an idle connection keeps none.
+                this.unread = BytesMut::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if buf.remaining() >= SCRATCH_LEN {
+            return Pin::new(&mut this.read).poll_read(cx, buf);
+        }
+        SCRATCH.with(|scratch| {
+            // Only this function borrows it, and never re-entrantly; if that ever
+            // changed, reading straight into tungstenite's window is still correct.
+            let Ok(mut scratch) = scratch.try_borrow_mut() else {
+                return Pin::new(&mut this.read).poll_read(cx, buf);
+            };
+            let mut into = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.read).poll_read(cx, &mut into) {
+                Poll::Ready(Ok(())) => {
+                    let read = into.filled();
+                    let n = read.len().min(buf.remaining());
+                    buf.put_slice(read.get(..n).unwrap_or_default());
+                    if let Some(rest) = read.get(n..).filter(|rest| !rest.is_empty()) {
+                        this.unread.extend_from_slice(rest);
+                    }
+                    Poll::Ready(Ok(()))
+                }
+                other => other,
+            }
+        })
     }
 }
 

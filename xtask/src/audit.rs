@@ -371,6 +371,12 @@ fn check_inventory(root: &Path) -> Vec<Guard> {
             "interval_at(deadline_after(timing.ping_interval), timing.ping_interval)",
         ),
         guard(
+            "`RefCell::borrow_mut` panics when the cell is already borrowed (the per-thread read buffer)",
+            "`try_borrow_mut`, falling back to reading straight into the caller's buffer",
+            "src/connection/socket.rs",
+            "scratch.try_borrow_mut()",
+        ),
+        guard(
             "`tokio::time::interval(Duration::ZERO)` in the Redis bridge",
             "its period is the non-zero constant HEALTH_INTERVAL (1 s)",
             "src/cluster/redis_bridge.rs",
