@@ -137,7 +137,7 @@ impl Server {
         });
         let shutdown_token = CancellationToken::new();
         let admit = Arc::new(Admit::from_config(&config));
-        let ctx = connection::Context {
+        let ctx = Arc::new(connection::Context {
             broker_tx,
             outbox_capacity: config.outbox_capacity,
             shutdown: shutdown_token.clone(),
@@ -146,7 +146,7 @@ impl Server {
             write_timeout: config.write_timeout,
             write_buffer: config.write_buffer_size,
             metrics: Arc::clone(&metrics),
-        };
+        });
         let rejections = Arc::new(Semaphore::new(MAX_PENDING_REJECTIONS));
         let mut connections = JoinSet::new();
         let mut next_id: u64 = 0;
@@ -174,7 +174,7 @@ impl Server {
                         Ok(permit) => {
                             next_id = next_id.wrapping_add(1);
                             let id = ConnId(next_id);
-                            connections.spawn(serve(stream, peer, id, ctx.clone(), Arc::clone(&admit), permit));
+                            connections.spawn(serve(stream, peer, id, Arc::clone(&ctx), Arc::clone(&admit), permit));
                         }
                         Err(_) => {
                             metrics.rejected(Rejection::Limit.reason());
@@ -388,7 +388,7 @@ async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     id: ConnId,
-    ctx: connection::Context,
+    ctx: Arc<connection::Context>,
     admit: Arc<Admit>,
     _permit: OwnedSemaphorePermit,
 ) {
@@ -415,8 +415,8 @@ async fn serve(
     // idle connection).
     let handshake =
         Box::pin(tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(admit.ws_config)));
-    let outcome = tokio::time::timeout(admit.handshake_timeout, handshake).await;
-    let ws = match outcome {
+    // Matched without a binding, so the result does not stay in the task's state.
+    let ws = match tokio::time::timeout(admit.handshake_timeout, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             // Refused by a rule, or not a valid upgrade at all.
@@ -437,7 +437,9 @@ async fn serve(
         tracing::debug!(%peer, "handshake completed without a room");
         return;
     };
-    connection::run(ws, admit.ws_config, id, room, peer, ctx).await;
+    // Awaited in place (an `if let` would store the future twice in this task).
+    futures_util::future::OptionFuture::from(connection::open(ws, admit.ws_config, id, room, peer, &ctx))
+        .await;
 }
 
 /// Answers an over-limit connection's handshake with HTTP 503, within the handshake

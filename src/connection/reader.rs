@@ -3,7 +3,8 @@
 //! Failure location ① lives here: the send to the broker's inbox.
 //! - `Err`: the broker's receiver is gone, so the broker is no longer working. The
 //!   reader tells the writer (oneshot) to send Close 1011 and end, then winds down.
-//! - Full inbox: `send().await` waits until the broker catches up. While it waits
+//! - Full inbox: `try_send` finds no room, and `send().await` then waits until the
+//!   broker catches up. While it waits
 //!   nothing reads this socket, so the kernel's receive buffer fills and TCP flow
 //!   control stops the client: the server holds at most one message per reader.
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -37,7 +39,7 @@ impl Reader<'_> {
     /// (1005, "no status", for a Close without a code).
     pub(crate) async fn run(
         self,
-        mut ws_rx: WebSocketStream<ReadSide>,
+        ws_rx: &mut WebSocketStream<ReadSide>,
         stop_tx: oneshot::Sender<Stop>,
         writer_done: &CancellationToken,
     ) -> Option<CloseCode> {
@@ -46,33 +48,38 @@ impl Reader<'_> {
         let mut peer_close = None;
         // Set when the writer has ended: from then on we only wait (briefly) for the
         // peer to finish the close handshake.
-        let mut linger_until: Option<Instant> = None;
-        // Reset by every frame that arrives, pongs included.
-        let idle = tokio::time::sleep(self.idle_timeout);
-        tokio::pin!(idle);
+        let mut lingering = false;
+        // One timer for both deadlines, to keep every connection's task small: until
+        // the writer ends, the idle deadline (reset by every frame that arrives,
+        // pongs included); then the end of the close linger.
+        let deadline = tokio::time::sleep(self.idle_timeout);
+        tokio::pin!(deadline);
 
         loop {
             let item = tokio::select! {
                 biased;
-                () = writer_done.cancelled(), if linger_until.is_none() => {
-                    linger_until = Some(deadline_after(CLOSE_LINGER));
+                () = writer_done.cancelled(), if !lingering => {
+                    lingering = true;
+                    deadline.as_mut().reset(deadline_after(CLOSE_LINGER));
                     continue;
                 }
-                () = sleep_until_opt(linger_until) => {
-                    tracing::debug!("peer did not finish the close handshake in time");
-                    break;
-                }
-                () = &mut idle, if stop_tx.is_some() => {
+                () = &mut deadline, if lingering || stop_tx.is_some() => {
+                    if lingering {
+                        tracing::debug!("peer did not finish the close handshake in time");
+                        break;
+                    }
                     tracing::debug!("idle timeout; closing with 1001");
                     signal(&mut stop_tx, Stop::Close(CloseCode::Away, "idle timeout"));
                     continue;
                 }
                 item = ws_rx.next() => item,
             };
-            idle.as_mut().reset(deadline_after(self.idle_timeout));
+            if !lingering {
+                deadline.as_mut().reset(deadline_after(self.idle_timeout));
+            }
             match item {
                 Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                    if linger_until.is_some() || stop_tx.is_none() {
+                    if lingering || stop_tx.is_none() {
                         // Closing: data after our Close is read only to reach the
                         // peer's Close reply, and is not forwarded.
                         continue;
@@ -81,17 +88,26 @@ impl Reader<'_> {
                     let Some(frame) = super::frame::data(&message) else { continue };
                     let publish =
                         Command::Op(Op::Publish { from: self.id, room: Arc::clone(self.room), frame });
-                    tokio::select! {
-                        biased;
-                        sent = self.broker_tx.send(publish) => {
-                            if sent.is_err() {
-                                // Location ①, Err: the broker is gone. Close with 1011.
-                                tracing::warn!("broker inbox closed; closing connection with 1011");
-                                signal(&mut stop_tx, Stop::Close(CloseCode::Error, "broker unavailable"));
+                    match self.broker_tx.try_send(publish) {
+                        Ok(()) => {}
+                        Err(TrySendError::Closed(_)) => broker_gone(&mut stop_tx),
+                        Err(TrySendError::Full(publish)) => {
+                            // Location ①, full: wait for room. Boxed because it is
+                            // rare, and inline its state would size every
+                            // connection's task for its whole life.
+                            let send = Box::pin(self.broker_tx.send(publish));
+                            tokio::select! {
+                                biased;
+                                sent = send => {
+                                    if sent.is_err() {
+                                        broker_gone(&mut stop_tx);
+                                    }
+                                }
+                                () = writer_done.cancelled() => {
+                                    lingering = true;
+                                    deadline.as_mut().reset(deadline_after(CLOSE_LINGER));
+                                }
                             }
-                        }
-                        () = writer_done.cancelled() => {
-                            linger_until = Some(deadline_after(CLOSE_LINGER));
                         }
                     }
                 }
@@ -126,6 +142,12 @@ impl Reader<'_> {
     }
 }
 
+/// Location ①, `Err`: the broker is gone. Close with 1011.
+fn broker_gone(stop_tx: &mut Option<oneshot::Sender<Stop>>) {
+    tracing::warn!("broker inbox closed; closing connection with 1011");
+    signal(stop_tx, Stop::Close(CloseCode::Error, "broker unavailable"));
+}
+
 /// Sends the writer its stop instruction, once. A failed send means the writer has
 /// already ended, which is exactly what the instruction asked for.
 fn signal(stop_tx: &mut Option<oneshot::Sender<Stop>>, stop: Stop) {
@@ -141,14 +163,6 @@ fn signal(stop_tx: &mut Option<oneshot::Sender<Stop>>, stop: Stop) {
 pub(crate) fn deadline_after(after: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(after).unwrap_or(now)
-}
-
-/// Sleeps until `deadline`, or forever when there is none.
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The close code owed to a peer whose input made tungstenite fail, per RFC 6455
