@@ -103,7 +103,7 @@ pub(crate) fn open(
     // Split the socket: the writer owns the write half; tungstenite reads the other,
     // and hands its control replies to the writer (see `socket`).
     let (read_half, write_half) = ws.into_inner().into_split();
-    let (control_tx, control_rx) = mpsc::channel(socket::CONTROL_CAPACITY);
+    let (control_tx, control_rx) = futures_channel::mpsc::channel(socket::CONTROL_CAPACITY);
     // Wrapping a raw socket completes at once; `None` cannot happen, and dropping
     // the connection is the safe answer if it ever did.
     let Some(ws_rx) = WebSocketStream::from_raw_socket(

@@ -27,17 +27,23 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
-
+use futures_channel::mpsc;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
-use tokio_util::sync::PollSender;
 
 use super::frame::Frame;
 
-/// Control frames tungstenite may queue for the writer at once. tungstenite itself
-/// keeps at most one pending control reply; when this channel is full its flush
-/// waits, so a client flooding pings is slowed by TCP, not buffered without bound.
-pub(crate) const CONTROL_CAPACITY: usize = 8;
+/// Control frames tungstenite may queue for the writer at once (the channel holds
+/// one more per sender, and there is one sender). tungstenite itself keeps at most
+/// one pending control reply; when this channel is full its flush waits, so a
+/// client flooding pings is slowed by TCP, not buffered without bound.
+///
+/// The channel is `futures-channel`'s rather than tokio's, unlike the broker's
+/// inbox and the outboxes: it is rarely used, and tokio's allocates a block of 32
+/// slots and a cache-padded channel up front, 830 bytes per connection plus a
+/// boxed future for polling a send; this one allocates about 200 bytes and its
+/// sender can be polled directly.
+pub(crate) const CONTROL_CAPACITY: usize = 7;
 
 /// Largest amount of control bytes held before they are handed to the writer: a
 /// Close or Pong frame is at most 127 bytes; anything more is a logic error, refused.
@@ -61,14 +67,14 @@ pub(crate) struct ReadSide {
     /// whenever it has taken them all.
     unread: BytesMut,
     /// To the writer: complete control frames from tungstenite.
-    control_tx: PollSender<Frame>,
+    control_tx: mpsc::Sender<Frame>,
     /// Bytes written by tungstenite since its last flush.
     pending: Vec<u8>,
 }
 
 impl ReadSide {
-    pub(crate) fn new(read: OwnedReadHalf, control_tx: tokio::sync::mpsc::Sender<Frame>) -> Self {
-        Self { read, unread: BytesMut::new(), control_tx: PollSender::new(control_tx), pending: Vec::new() }
+    pub(crate) fn new(read: OwnedReadHalf, control_tx: mpsc::Sender<Frame>) -> Self {
+        Self { read, unread: BytesMut::new(), control_tx, pending: Vec::new() }
     }
 
     /// Hands the pending bytes to the writer, waiting for room in the channel.
@@ -76,12 +82,12 @@ impl ReadSide {
         if self.pending.is_empty() {
             return Poll::Ready(Ok(()));
         }
-        match self.control_tx.poll_reserve(cx) {
+        match self.control_tx.poll_ready(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(_)) => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "writer gone"))),
             Poll::Ready(Ok(())) => {
                 let frames = Arc::new(std::mem::take(&mut self.pending));
-                match self.control_tx.send_item(frames) {
+                match self.control_tx.start_send(frames) {
                     Ok(()) => Poll::Ready(Ok(())),
                     Err(_) => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "writer gone"))),
                 }
@@ -93,12 +99,10 @@ impl ReadSide {
 impl Drop for ReadSide {
     fn drop(&mut self) {
         // Last chance for a reply written but not yet handed over.
-        if !self.pending.is_empty() {
-            if let Some(tx) = self.control_tx.get_ref() {
-                if tx.try_send(Arc::new(std::mem::take(&mut self.pending))).is_err() {
-                    tracing::debug!("writer gone or busy; final control frame dropped");
-                }
-            }
+        if !self.pending.is_empty()
+            && self.control_tx.try_send(Arc::new(std::mem::take(&mut self.pending))).is_err()
+        {
+            tracing::debug!("writer gone or busy; final control frame dropped");
         }
     }
 }

@@ -15,10 +15,11 @@
 use std::io::{self, IoSlice};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -57,7 +58,7 @@ type Ending = Option<(CloseCode, &'static str)>;
 pub(crate) async fn run(
     mut socket: OwnedWriteHalf,
     mut outbox_rx: mpsc::Receiver<Frame>,
-    mut control_rx: mpsc::Receiver<Frame>,
+    mut control_rx: futures_channel::mpsc::Receiver<Frame>,
     signals: Signals,
     timing: Timing,
 ) -> Option<CloseCode> {
@@ -65,16 +66,21 @@ pub(crate) async fn run(
     // Empty until the first message: `recv_many` reserves on first use, so an idle
     // connection holds no batch buffer (measured: 2 KiB per idle connection).
     let mut batch = Vec::new();
-    // The interval is validated to be non-zero (interval_at panics on zero).
-    let mut ping = tokio::time::interval_at(deadline_after(timing.ping_interval), timing.ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // A sleep reset after every ping rather than a tokio `Interval`, which boxes its
+    // sleep: every connection has one, so its size counts.
+    let ping = tokio::time::sleep_until(deadline_after(timing.ping_interval));
+    tokio::pin!(ping);
     let mut stop_received = false;
-    // Set by `Stop::CloseAfterDrain`: the Close to send once the outbox is drained,
-    // and the latest time to send it anyway.
-    let mut drain: Option<((CloseCode, &'static str), Instant)> = None;
+    // Set by `Stop::CloseAfterDrain`: the Close to send once the outbox is drained
+    // (or when `linger` expires, whichever comes first).
+    let mut drain: Ending = None;
     // Set by `Stop::PeerGone`: forward tungstenite's last control frames (the reply
-    // to the client's Close) until the reader is done, then end.
-    let mut peer_gone_until: Option<Instant> = None;
+    // to the client's Close) until the reader is done (or `linger` expires), then end.
+    let mut peer_gone = false;
+    // The grace period of either ending above; only one stop is ever received. One
+    // timer for both keeps the task small. Armed (reset) when a stop arrives.
+    let linger = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(linger);
     // Until tungstenite's side (the reader) is gone.
     let mut control_open = true;
 
@@ -86,10 +92,14 @@ pub(crate) async fn run(
                 match stop {
                     Ok(Stop::Close(code, reason)) => break Some((code, reason)),
                     Ok(Stop::CloseAfterDrain(code, reason)) => {
-                        drain = Some(((code, reason), deadline_after(CLOSE_LINGER)));
+                        drain = Some((code, reason));
+                        linger.as_mut().reset(deadline_after(CLOSE_LINGER));
                     }
                     Ok(Stop::PeerGone) if !control_open => break None,
-                    Ok(Stop::PeerGone) => peer_gone_until = Some(deadline_after(CLOSE_LINGER)),
+                    Ok(Stop::PeerGone) => {
+                        peer_gone = true;
+                        linger.as_mut().reset(deadline_after(CLOSE_LINGER));
+                    }
                     Err(_) => break Some((CloseCode::Error, "internal error")),
                 }
             }
@@ -97,36 +107,37 @@ pub(crate) async fn run(
                 tracing::debug!("disconnected as a slow consumer; closing with 1008");
                 break Some((CloseCode::Policy, "slow consumer"));
             }
-            () = shutdown.cancelled(), if peer_gone_until.is_none() => {
+            () = shutdown.cancelled(), if !peer_gone => {
                 break Some((CloseCode::Away, "server shutting down"));
             }
-            () = sleep_until_opt(drain.map(|(_, at)| at)) => break drain.map(|(close, _)| close),
-            () = sleep_until_opt(peer_gone_until) => break None,
-            control = control_rx.recv(), if control_open => match control {
+            // Drain: send the Close now. Peer gone: end without one.
+            () = &mut linger, if drain.is_some() || peer_gone => break drain,
+            control = control_rx.next(), if control_open => match control {
                 Some(frames) => {
-                    if !bounded(timing.write_timeout, socket.write_all(&frames)).await {
+                    if !write_bytes(&mut socket, &frames, timing.write_timeout).await {
                         break None;
                     }
                 }
                 // The reader's protocol layer is gone: nothing more will come from it.
                 None => {
                     control_open = false;
-                    if peer_gone_until.is_some() {
+                    if peer_gone {
                         break None;
                     }
                 }
             },
-            _ = ping.tick(), if peer_gone_until.is_none() => {
-                if !bounded(timing.write_timeout, socket.write_all(&frame::ping())).await {
+            () = &mut ping, if !peer_gone => {
+                if !write_bytes(&mut socket, &frame::ping(), timing.write_timeout).await {
                     break None;
                 }
+                ping.as_mut().reset(deadline_after(timing.ping_interval));
             }
-            n = outbox_rx.recv_many(&mut batch, WRITE_BATCH), if peer_gone_until.is_none() => {
+            n = outbox_rx.recv_many(&mut batch, WRITE_BATCH), if !peer_gone => {
                 if n == 0 {
                     // The broker dropped our outbox sender: after a drain that is the
                     // reader's Close; otherwise location ⑤.
                     break Some(match drain {
-                        Some((close, _)) => close,
+                        Some(close) => close,
                         None => {
                             tracing::debug!("outbox closed by the broker; closing with 1011");
                             (CloseCode::Error, "deregistered by the broker")
@@ -134,7 +145,7 @@ pub(crate) async fn run(
                     });
                 }
                 let written =
-                    bounded(timing.write_timeout, write_frames(&mut socket, &batch, timing.write_buffer)).await;
+                    write_frames(&mut socket, &batch, timing.write_buffer, timing.write_timeout).await;
                 batch.clear();
                 if !written {
                     break None;
@@ -143,11 +154,33 @@ pub(crate) async fn run(
         }
     };
     let (code, reason) = close?;
-    if bounded(timing.write_timeout, socket.write_all(&frame::close(code, reason))).await {
+    if write_bytes(&mut socket, &frame::close(code, reason), timing.write_timeout).await {
         Some(code)
     } else {
         tracing::debug!("could not send Close {code}");
         None
+    }
+}
+
+/// Writes `bytes`: first without waiting, which is enough whenever the socket
+/// buffer has room (no future, no timer, no clock read), then, for whatever did not
+/// fit, waiting up to `limit`. `false` when the write failed or timed out, after
+/// which the connection is beyond saving and the writer ends without a Close.
+///
+/// The waiting part is boxed: it is the uncommon case, and inline its state (a
+/// timer and the write) would size every connection's writer task.
+async fn write_bytes(socket: &mut OwnedWriteHalf, bytes: &[u8], limit: Duration) -> bool {
+    let written = match socket.try_write(bytes) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => {
+            tracing::debug!(error = %e, "write failed; writer ends");
+            return false;
+        }
+    };
+    match bytes.get(written..) {
+        Some(rest) if !rest.is_empty() => Box::pin(bounded(limit, socket.write_all(rest))).await,
+        _ => true,
     }
 }
 
@@ -175,20 +208,22 @@ async fn bounded(limit: Duration, write: impl Future<Output = io::Result<()>>) -
 /// faster than many small iovecs (profiled: 14% of fan-out CPU in `_copy_from_iter`
 /// with one iovec per frame). The buffer lives only for the write, so idle
 /// connections keep nothing. Larger batches go out with vectored writes, uncopied.
+/// `false` when the write failed or did not complete within `limit`.
 async fn write_frames(
     socket: &mut OwnedWriteHalf,
     frames: &[Frame],
     coalesce_limit: usize,
-) -> io::Result<()> {
+    limit: Duration,
+) -> bool {
     let total = frames.iter().fold(0usize, |sum, f| sum.saturating_add(f.len()));
     if total <= coalesce_limit {
         let mut buffer = Vec::with_capacity(total);
         for f in frames {
             buffer.extend_from_slice(f);
         }
-        return socket.write_all(&buffer).await;
+        return write_bytes(socket, &buffer, limit).await;
     }
-    write_vectored_all(socket, frames).await
+    Box::pin(bounded(limit, write_vectored_all(socket, frames))).await
 }
 
 /// Writes `frames` with vectored writes, for batches too large to copy.
@@ -227,12 +262,4 @@ async fn write_vectored_all(socket: &mut OwnedWriteHalf, frames: &[Frame]) -> io
         }
     }
     Ok(())
-}
-
-/// Sleeps until `deadline`, or forever when there is none.
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
