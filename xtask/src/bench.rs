@@ -17,9 +17,15 @@ use serde_json::{Value, json};
 
 use crate::util::{self, root};
 
-/// Throughput scenarios run this many times, the servers taking turns, and report
-/// the median run: single runs on these shared machines vary by a third.
+/// The fan-out and fixed-rate scenarios run this many times, the servers taking
+/// turns, and report the median run: single runs on these shared machines vary by
+/// a third.
 const REPEATS: usize = 3;
+
+/// Whether a scenario is repeated (see [`REPEATS`]).
+fn repeated(name: &str) -> bool {
+    name.starts_with("fanout") || name == "fixed-rate"
+}
 
 /// Versions of the peers, pinned so that runs compare like with like.
 const BUN_VERSION: &str = "1.4.5";
@@ -147,7 +153,7 @@ pub fn run(args: &[String]) -> ExitCode {
         if quick && scenario.name == "idle-10k" {
             continue;
         }
-        let repeats = if !quick && scenario.name.starts_with("fanout") { REPEATS } else { 1 };
+        let repeats = if !quick && repeated(scenario.name) { REPEATS } else { 1 };
         let mut runs: Vec<(Server, Result<Value, String>)> = Vec::new();
         for round in 1..=repeats {
             for &server in &servers {
@@ -245,8 +251,9 @@ fn replot_saved(root: &Path, write_docs: bool) -> ExitCode {
     }
 }
 
-/// The median run of `server` among `runs` by deliveries per server-CPU-second, or
-/// its first error when every run failed; `None` when it did not run.
+/// The median run of `server` among `runs`, by deliveries per server-CPU-second for
+/// flat-out runs and by p99 latency for fixed-rate ones, or its first error when
+/// every run failed; `None` when it did not run.
 fn median(scenario: &str, server: Server, runs: &[(Server, Result<Value, String>)]) -> Option<Value> {
     let mut ok: Vec<&Value> =
         runs.iter().filter(|(s, _)| *s == server).filter_map(|(_, r)| r.as_ref().ok()).collect();
@@ -254,7 +261,13 @@ fn median(scenario: &str, server: Server, runs: &[(Server, Result<Value, String>
         let error = runs.iter().find_map(|(s, r)| if *s == server { r.as_ref().err() } else { None })?;
         return Some(json!({"scenario": scenario, "server": server.name(), "error": error}));
     }
-    let key = |v: &Value| v["deliveries_per_server_cpu_s"].as_f64().unwrap_or(0.0);
+    let key = |v: &Value| {
+        if v["mode"].as_str() == Some("flat-out") {
+            v["deliveries_per_server_cpu_s"].as_f64().unwrap_or(0.0)
+        } else {
+            v.pointer("/latency_ms/p99").and_then(Value::as_f64).unwrap_or(0.0)
+        }
+    };
     ok.sort_by(|a, b| key(a).total_cmp(&key(b)));
     let middle = ok.get(ok.len().checked_div(2).unwrap_or(0))?;
     Some(json!({"scenario": scenario, "server": server.name(), "result": middle, "runs": ok.len()}))
@@ -488,7 +501,8 @@ fn markdown(results: &[Value], command: &str, elapsed: Duration) -> String {
         "Produced by `{command}` in {:.0} s on {}. Each scenario starts a fresh server \
          pinned to CPU 0 (`taskset -c 0`); the load generator `wsload` runs on CPU 1. \
          Messages are 64 bytes; 1 s warm-up, then a 3 s measurement window. The fan-out \
-         scenarios run {REPEATS} times, the servers taking turns, and show the median run. These \
+         and fixed-rate scenarios run {REPEATS} times, the servers taking turns, and show the \
+         median run (by deliveries per CPU-second, and by p99). These \
          machines are shared and noisy, so compare servers within one run, as ratios.\n",
         elapsed.as_secs_f64(),
         machine()
