@@ -69,16 +69,10 @@ pub(crate) struct Context {
     pub broker_tx: mpsc::Sender<Command>,
     /// Capacity of this connection's outbox.
     pub outbox_capacity: usize,
-    /// Cancelled when the server shuts down: writers send Close 1001.
-    pub shutdown: CancellationToken,
     /// Close a connection from which nothing arrives for this long.
     pub idle_timeout: Duration,
-    /// Ping every connection this often.
-    pub ping_interval: Duration,
-    /// End a connection whose socket write does not complete in this time.
-    pub write_timeout: Duration,
-    /// `--write-buffer-size`: batches up to this size are written from one buffer.
-    pub write_buffer: usize,
+    /// What every writer shares.
+    pub writer: Arc<writer::Shared>,
     /// Counts closes by code.
     pub metrics: Arc<Metrics>,
 }
@@ -127,19 +121,10 @@ pub(crate) fn open(
     // (`--slow-consumer disconnect`); the writer then sends Close 1008.
     let kick = CancellationToken::new();
 
-    let signals = writer::Signals {
-        stop_rx,
-        shutdown: ctx.shutdown.clone(),
-        kick: kick.clone(),
-        _done: writer_done.clone().drop_guard(),
-    };
-    let timing = writer::Timing {
-        ping_interval: ctx.ping_interval,
-        write_timeout: ctx.write_timeout,
-        write_buffer: ctx.write_buffer,
-    };
-    let writer =
-        tokio::spawn(writer::run(write_half, outbox_rx, control_rx, signals, timing).in_current_span());
+    let signals = writer::Signals { stop_rx, kick: kick.clone(), _done: writer_done.clone().drop_guard() };
+    let writer = tokio::spawn(
+        writer::run(write_half, outbox_rx, control_rx, signals, Arc::clone(&ctx.writer)).in_current_span(),
+    );
     let join = Command::Op(Op::Join { id, room: Arc::clone(&room), outbox_tx, kick });
     tracing::debug!(conn = id.0, room = %room, %peer, "connection open");
     drop(_entered);

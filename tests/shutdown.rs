@@ -6,6 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{TestServer, expect_close};
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,5 +35,30 @@ async fn shutdown_is_bounded_by_the_timeout_even_with_unresponsive_clients() {
     // Clients that never read, so never answer the Close handshake.
     let _silent = [server.join("/x").await, server.join("/x").await];
     // `shutdown` itself asserts completion within the timeout (plus a margin).
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// A writer blocked in a socket write (its client never reads, so the socket's
+/// buffers are full) notices the shutdown only when the write times out. Shutdown
+/// must not wait for it: the writer holds nothing that keeps the broker alive, so
+/// the server finishes within its timeout (`shutdown` asserts timeout + 2 s; a
+/// writer holding the broker's sender would make it wait twice the timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_not_held_up_by_a_writer_stuck_in_a_write() {
+    let server = TestServer::with(|c| {
+        c.shutdown_timeout = Duration::from_secs(3);
+        c.write_timeout = Duration::from_secs(60);
+    })
+    .await;
+    // Neither client reads: the stalled one, and the publisher (it gets its own
+    // messages back). 256 x 64 KiB = 16 MiB each, far beyond loopback's buffers.
+    let _stalled = server.join("/stuck").await;
+    let mut publisher = server.join("/stuck").await;
+    let payload = vec![7u8; 64 * 1024];
+    for _ in 0..256 {
+        publisher.feed(Message::binary(payload.clone())).await.unwrap();
+    }
+    publisher.flush().await.unwrap();
+    server.wait_stats(|s| s.counters.published == 256, "all 256 messages published").await;
     server.shutdown().await.expect("clean shutdown");
 }

@@ -13,6 +13,7 @@
 //! forever), and closes with 1008 when the broker disconnects it as a slow consumer.
 
 use std::io::{self, IoSlice};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -32,20 +33,25 @@ pub(crate) struct Signals {
     /// From the reader: which Close to send. A dropped sender (the reader is gone
     /// without a word, which only a panic can cause) also stops the writer.
     pub stop_rx: oneshot::Receiver<Stop>,
-    /// The server is shutting down: send Close 1001.
-    pub shutdown: CancellationToken,
     /// The broker disconnected this slow consumer: send Close 1008.
     pub kick: CancellationToken,
     /// Cancels the reader's `writer_done` token when the writer returns or unwinds.
     pub _done: DropGuard,
 }
 
-/// The writer's clocks.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Timing {
+/// What every writer shares, behind one `Arc` so that each writer task holds 8
+/// bytes of it. It holds no broker sender on purpose: a writer stuck in a write
+/// (for at most `write_timeout`) must not keep the broker alive past shutdown.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Cancelled when the server shuts down: send Close 1001.
+    pub shutdown: CancellationToken,
+    /// Ping the peer this often.
     pub ping_interval: Duration,
+    /// End the connection when a socket write does not complete in this time.
     pub write_timeout: Duration,
-    /// Batches up to this many bytes are coalesced into one buffer per write.
+    /// `--write-buffer-size`: batches up to this many bytes are coalesced into one
+    /// buffer per write.
     pub write_buffer: usize,
 }
 
@@ -55,20 +61,22 @@ type Ending = Option<(CloseCode, &'static str)>;
 /// Writes outbox frames and control frames to the socket until told to stop, the
 /// outbox closes, or the socket fails or stalls. Returns the code of the Close frame
 /// it sent, if any.
+///
+/// Its clocks, coalescing limit and the server's shutdown token come from `ctx`.
 pub(crate) async fn run(
     mut socket: OwnedWriteHalf,
     mut outbox_rx: mpsc::Receiver<Frame>,
     mut control_rx: futures_channel::mpsc::Receiver<Frame>,
     signals: Signals,
-    timing: Timing,
+    ctx: Arc<Shared>,
 ) -> Option<CloseCode> {
-    let Signals { mut stop_rx, shutdown, kick, _done } = signals;
+    let Signals { mut stop_rx, kick, _done } = signals;
     // Empty until the first message: `recv_many` reserves on first use, so an idle
     // connection holds no batch buffer (measured: 2 KiB per idle connection).
     let mut batch = Vec::new();
     // A sleep reset after every ping rather than a tokio `Interval`, which boxes its
     // sleep: every connection has one, so its size counts.
-    let ping = tokio::time::sleep_until(deadline_after(timing.ping_interval));
+    let ping = tokio::time::sleep_until(deadline_after(ctx.ping_interval));
     tokio::pin!(ping);
     let mut stop_received = false;
     // Set by `Stop::CloseAfterDrain`: the Close to send once the outbox is drained
@@ -107,14 +115,14 @@ pub(crate) async fn run(
                 tracing::debug!("disconnected as a slow consumer; closing with 1008");
                 break Some((CloseCode::Policy, "slow consumer"));
             }
-            () = shutdown.cancelled(), if !peer_gone => {
+            () = ctx.shutdown.cancelled(), if !peer_gone => {
                 break Some((CloseCode::Away, "server shutting down"));
             }
             // Drain: send the Close now. Peer gone: end without one.
             () = &mut linger, if drain.is_some() || peer_gone => break drain,
             control = control_rx.next(), if control_open => match control {
                 Some(frames) => {
-                    if !write_bytes(&mut socket, &frames, timing.write_timeout).await {
+                    if !write_bytes(&mut socket, &frames, ctx.write_timeout).await {
                         break None;
                     }
                 }
@@ -127,10 +135,10 @@ pub(crate) async fn run(
                 }
             },
             () = &mut ping, if !peer_gone => {
-                if !write_bytes(&mut socket, &frame::ping(), timing.write_timeout).await {
+                if !write_bytes(&mut socket, &frame::ping(), ctx.write_timeout).await {
                     break None;
                 }
-                ping.as_mut().reset(deadline_after(timing.ping_interval));
+                ping.as_mut().reset(deadline_after(ctx.ping_interval));
             }
             n = outbox_rx.recv_many(&mut batch, WRITE_BATCH), if !peer_gone => {
                 if n == 0 {
@@ -145,7 +153,7 @@ pub(crate) async fn run(
                     });
                 }
                 let written =
-                    write_frames(&mut socket, &batch, timing.write_buffer, timing.write_timeout).await;
+                    write_frames(&mut socket, &batch, ctx.write_buffer, ctx.write_timeout).await;
                 batch.clear();
                 if !written {
                     break None;
@@ -154,7 +162,7 @@ pub(crate) async fn run(
         }
     };
     let (code, reason) = close?;
-    if write_bytes(&mut socket, &frame::close(code, reason), timing.write_timeout).await {
+    if write_bytes(&mut socket, &frame::close(code, reason), ctx.write_timeout).await {
         Some(code)
     } else {
         tracing::debug!("could not send Close {code}");
