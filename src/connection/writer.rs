@@ -20,7 +20,6 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -74,21 +73,21 @@ pub(crate) async fn run(
     // Empty until the first message: `recv_many` reserves on first use, so an idle
     // connection holds no batch buffer (measured: 2 KiB per idle connection).
     let mut batch = Vec::new();
-    // A sleep reset after every ping rather than a tokio `Interval`, which boxes its
-    // sleep: every connection has one, so its size counts.
-    let ping = tokio::time::sleep_until(deadline_after(ctx.ping_interval));
-    tokio::pin!(ping);
+    // One timer, because every connection has one and its size counts: the next
+    // ping until a stop arrives, then the end of the grace period of the ending that
+    // stop asked for (only one stop is ever received; no pings during that second).
+    // A sleep reset after each ping rather than a tokio `Interval`, which boxes its
+    // sleep.
+    let timer = tokio::time::sleep_until(deadline_after(ctx.ping_interval));
+    tokio::pin!(timer);
     let mut stop_received = false;
     // Set by `Stop::CloseAfterDrain`: the Close to send once the outbox is drained
-    // (or when `linger` expires, whichever comes first).
+    // (or when the grace period ends, whichever comes first).
     let mut drain: Ending = None;
     // Set by `Stop::PeerGone`: forward tungstenite's last control frames (the reply
-    // to the client's Close) until the reader is done (or `linger` expires), then end.
+    // to the client's Close) until the reader is done (or the grace period ends),
+    // then end.
     let mut peer_gone = false;
-    // The grace period of either ending above; only one stop is ever received. One
-    // timer for both keeps the task small. Armed (reset) when a stop arrives.
-    let linger = tokio::time::sleep_until(Instant::now());
-    tokio::pin!(linger);
     // Until tungstenite's side (the reader) is gone.
     let mut control_open = true;
 
@@ -101,12 +100,12 @@ pub(crate) async fn run(
                     Ok(Stop::Close(code, reason)) => break Some((code, reason)),
                     Ok(Stop::CloseAfterDrain(code, reason)) => {
                         drain = Some((code, reason));
-                        linger.as_mut().reset(deadline_after(CLOSE_LINGER));
+                        timer.as_mut().reset(deadline_after(CLOSE_LINGER));
                     }
                     Ok(Stop::PeerGone) if !control_open => break None,
                     Ok(Stop::PeerGone) => {
                         peer_gone = true;
-                        linger.as_mut().reset(deadline_after(CLOSE_LINGER));
+                        timer.as_mut().reset(deadline_after(CLOSE_LINGER));
                     }
                     Err(_) => break Some((CloseCode::Error, "internal error")),
                 }
@@ -118,8 +117,17 @@ pub(crate) async fn run(
             () = ctx.shutdown.cancelled(), if !peer_gone => {
                 break Some((CloseCode::Away, "server shutting down"));
             }
-            // Drain: send the Close now. Peer gone: end without one.
-            () = &mut linger, if drain.is_some() || peer_gone => break drain,
+            () = &mut timer => {
+                if drain.is_some() || peer_gone {
+                    // The grace period is over. Drain: send the Close now. Peer
+                    // gone: end without one.
+                    break drain;
+                }
+                if !write_bytes(&mut socket, &frame::ping(), ctx.write_timeout).await {
+                    break None;
+                }
+                timer.as_mut().reset(deadline_after(ctx.ping_interval));
+            }
             control = control_rx.next(), if control_open => match control {
                 Some(frames) => {
                     if !write_bytes(&mut socket, &frames, ctx.write_timeout).await {
@@ -134,12 +142,6 @@ pub(crate) async fn run(
                     }
                 }
             },
-            () = &mut ping, if !peer_gone => {
-                if !write_bytes(&mut socket, &frame::ping(), ctx.write_timeout).await {
-                    break None;
-                }
-                ping.as_mut().reset(deadline_after(ctx.ping_interval));
-            }
             n = outbox_rx.recv_many(&mut batch, WRITE_BATCH), if !peer_gone => {
                 if n == 0 {
                     // The broker dropped our outbox sender: after a drain that is the
