@@ -286,3 +286,37 @@ async fn connect_disconnect_churn_leaves_no_connection_and_no_room_behind() {
     bystander_still_served(&mut bystander).await;
     server.shutdown().await.unwrap();
 }
+
+/// A client that floods pings and never reads the pongs: the pongs back up (the
+/// writer's socket fills, then the small control channel between the protocol layer
+/// and the writer), and the server cuts the flooder off rather than buffer them.
+/// It never reads the whole flood, nothing grows without bound, the bystander is
+/// served throughout, and the flooder's connection is cleaned up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_that_never_reads_the_pongs_is_cut_off() {
+    // A write timeout longer than the test: it is not what ends the flooder.
+    let server = TestServer::with(|c| c.write_timeout = Duration::from_secs(60)).await;
+    let mut bystander = server.join("/b").await;
+    let mut flooder = server.join("/p").await;
+
+    // 1 MiB of 125-byte pings per write, up to 256 MiB: far more than the kernel's
+    // buffers in both directions hold; a server that buffered the pongs would read
+    // it all within seconds.
+    let chunk: Vec<u8> = (0..8000).flat_map(|_| masked_frame(0x89, &[0u8; 125])).collect();
+    let MaybeTlsStream::Plain(stream) = flooder.get_mut() else { panic!("plain TCP expected") };
+    let mut written = 0usize;
+    while written < 256 << 20 {
+        match tokio::time::timeout(Duration::from_secs(2), stream.write_all(&chunk)).await {
+            Ok(Ok(())) => written += chunk.len(),
+            // Cut off (reset or closed), or stalled by TCP: either way, not buffered.
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    assert!(written < 256 << 20, "the server read a 256 MiB ping flood whose pongs nobody read");
+    bystander_still_served(&mut bystander).await;
+
+    drop(flooder);
+    server.wait_members("/p", 0).await;
+    bystander_still_served(&mut bystander).await;
+    server.shutdown().await.unwrap();
+}

@@ -33,10 +33,11 @@ use tokio::net::tcp::OwnedReadHalf;
 
 use super::frame::Frame;
 
-/// Control frames tungstenite may queue for the writer at once (the channel holds
-/// one more per sender, and there is one sender). tungstenite itself keeps at most
-/// one pending control reply; when this channel is full its flush waits, so a
-/// client flooding pings is slowed by TCP, not buffered without bound.
+/// Control frames handed to the writer and not yet written (the channel holds one
+/// more per sender, and there is one sender). When the writer cannot keep up (its
+/// peer does not read), the channel fills and tungstenite's writes wait; tungstenite
+/// keeps reading meanwhile and queues later replies in its own write buffer, which
+/// it then hands over in one write: see [`MAX_PENDING`].
 ///
 /// The channel is `futures-channel`'s rather than tokio's, unlike the broker's
 /// inbox and the outboxes: it is rarely used, and tokio's allocates a block of 32
@@ -45,8 +46,11 @@ use super::frame::Frame;
 /// sender can be polled directly.
 pub(crate) const CONTROL_CAPACITY: usize = 7;
 
-/// Largest amount of control bytes held before they are handed to the writer: a
-/// Close or Pong frame is at most 127 bytes; anything more is a logic error, refused.
+/// The most bytes taken in one write from tungstenite. A Close or Pong frame is at
+/// most 127 bytes; tungstenite writes more at once only after its writes had to
+/// wait, which means a peer that keeps sending pings without reading the pongs.
+/// Such a peer is cut off here (its connection ends, as with any I/O error) rather
+/// than buffered: tests/hostile.rs floods pings without reading.
 const MAX_PENDING: usize = 1024;
 
 /// Size of each thread's scratch read buffer: the most one socket read takes, and
@@ -162,7 +166,10 @@ impl AsyncWrite for ReadSide {
             }
         }
         if buf.len() > MAX_PENDING {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidInput, "not a control frame")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "control replies backed up: the peer sends pings but does not read the pongs",
+            )));
         }
         self.pending.extend_from_slice(buf);
         // Hand over at once: tungstenite does not always flush (its last write before
