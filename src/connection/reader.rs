@@ -52,7 +52,7 @@ impl Reader<'_> {
         // One timer for both deadlines, to keep every connection's task small: until
         // the writer ends, the idle deadline (reset by every frame that arrives,
         // pongs included); then the end of the close linger.
-        let deadline = tokio::time::sleep(self.idle_timeout);
+        let deadline = tokio::time::sleep_until(deadline_after(self.idle_timeout));
         tokio::pin!(deadline);
 
         loop {

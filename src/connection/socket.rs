@@ -24,7 +24,7 @@ use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
 use futures_channel::mpsc;
@@ -158,13 +158,7 @@ impl AsyncWrite for ReadSide {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         // Hand over what is already pending first: holding more than one batch would
         // let a ping flood grow this buffer.
-        if !self.pending.is_empty() {
-            match self.poll_hand_over(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        ready!(self.poll_hand_over(cx))?;
         if buf.len() > MAX_PENDING {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

@@ -417,6 +417,30 @@ fn check_inventory(root: &Path) -> Vec<Guard> {
             "contain(move || rooms.join_growing(",
         ),
         guard(
+            "tokio's `oneshot::Receiver` panics when polled after it completed",
+            "the writer polls `stop_rx` only until it has received (`stop_received`)",
+            "src/connection/writer.rs",
+            "stop = &mut stop_rx, if !stop_received",
+        ),
+        guard(
+            "a `JoinHandle` panics when polled after it completed",
+            "the connection awaits its writer's handle once, after the reader has ended",
+            "src/connection.rs",
+            "(&mut self.writer).await",
+        ),
+        guard(
+            "`ReadBuf::put_slice` past the remaining room, `BytesMut::advance` past the length",
+            "held-over bytes are copied `min(held, room)` at a time",
+            "src/connection/socket.rs",
+            "let n = this.unread.len().min(buf.remaining());",
+        ),
+        guard(
+            "`ReadBuf::put_slice` past the remaining room (bytes from the scratch buffer)",
+            "`min(read, room)` bytes are copied; the rest is held over",
+            "src/connection/socket.rs",
+            "let n = read.len().min(buf.remaining());",
+        ),
+        guard(
             "awaiting a panicked task's `JoinHandle`",
             "`JoinError` is matched (is_panic), never unwrapped",
             "src/server.rs",
