@@ -2,14 +2,19 @@
 //!
 //! ```text
 //!  socket ──► reader ──(broker inbox, bounded)──► broker ──(outbox, bounded)──► writer ──► socket
-//!               │  └──────────── stop_tx (oneshot: "send this Close and end") ────────► │
-//!               ◄──────────────── writer_done (token, cancelled when the writer ends) ──┘
+//!             ▲ │  └──────────── stop_tx (oneshot: "send this Close and end") ────────► │
+//!             │ ◄──────────────── writer_done (token, cancelled when the writer ends) ──┘
+//!             └── kick (token: the broker's slow-consumer disconnect, or shutdown)
 //! ```
 //!
 //! The two tasks stop each other by signalling, never by `abort()`, so the writer can
 //! always send its Close frame: the reader tells the writer which Close to send
 //! through a oneshot; the writer cancels `writer_done` when it ends for any reason
 //! (including a panic, through a drop guard), which makes the reader wind down.
+//! Whoever else ends a connection tells the reader, through `kick`, a child of the
+//! server's shutdown token: the broker cancels it for a slow consumer (1008), the
+//! server's shutdown cancels every one (1001). The writer waits on nothing else than
+//! the oneshot, so waking it for a message stays cheap (see `writer::Signals`).
 
 pub(crate) mod frame;
 pub(crate) mod reader;
@@ -30,6 +35,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use self::frame::Frame;
 use crate::broker::{Command, ConnId, Op};
 use crate::metrics::Metrics;
 
@@ -46,6 +52,18 @@ pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// looking at its stop signals, and costs an 8 KiB batch buffer (256 `Frame`s) on a
 /// connection once it has received a burst; an idle connection has none.
 pub(crate) const WRITE_BATCH: usize = 256;
+
+/// The Close owed to a connection whose `kick` token was cancelled: 1001 when the
+/// server is shutting down (which cancels every `kick`), else 1008 for a slow
+/// consumer the broker disconnected.
+pub(crate) fn kick_close(shutdown: &CancellationToken) -> (CloseCode, &'static str) {
+    if shutdown.is_cancelled() {
+        (CloseCode::Away, "server shutting down")
+    } else {
+        tracing::debug!("disconnected as a slow consumer; closing with 1008");
+        (CloseCode::Policy, "slow consumer")
+    }
+}
 
 /// What the reader asks the writer to do before ending.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +89,8 @@ pub(crate) struct Context {
     pub outbox_capacity: usize,
     /// Close a connection from which nothing arrives for this long.
     pub idle_timeout: Duration,
+    /// Cancelled when the server shuts down; every connection's `kick` is a child.
+    pub shutdown: CancellationToken,
     /// What every writer shares.
     pub writer: Arc<writer::Shared>,
     /// Counts closes by code.
@@ -117,26 +137,26 @@ pub(crate) fn open(
     let (stop_tx, stop_rx) = oneshot::channel();
     // Writer to reader: cancelled when the writer ends, whatever the reason.
     let writer_done = CancellationToken::new();
-    // Broker to writer: cancelled by the broker to disconnect a slow consumer
-    // (`--slow-consumer disconnect`); the writer then sends Close 1008.
-    let kick = CancellationToken::new();
+    // To the reader: cancelled by the broker to disconnect a slow consumer
+    // (`--slow-consumer disconnect`: Close 1008), or with its parent at shutdown
+    // (1001). The reader then tells the writer which Close to send.
+    let kick = ctx.shutdown.child_token();
 
     let signals = writer::Signals { stop_rx, kick: kick.clone(), _done: writer_done.clone().drop_guard() };
     let writer = tokio::spawn(
         writer::run(write_half, outbox_rx, control_rx, signals, Arc::clone(&ctx.writer)).in_current_span(),
     );
-    let join = Command::Op(Op::Join { id, room: Arc::clone(&room), outbox_tx, kick });
     tracing::debug!(conn = id.0, room = %room, %peer, "connection open");
     drop(_entered);
     let connection = Connection {
         id,
         room,
-        peer,
         ctx: Arc::clone(ctx),
         ws_rx: Some(ws_rx),
-        join: Some(join),
+        outbox_tx: Some(outbox_tx),
         stop_tx: Some(stop_tx),
         writer_done,
+        kick,
         writer,
     };
     Some(connection.run().instrument(span))
@@ -146,16 +166,19 @@ pub(crate) fn open(
 ///
 /// `run` uses the fields in place and takes the `Option`s rather than moving them
 /// into locals: a moved-out copy would be stored in the task beside the original.
+/// The peer's address is kept only in the tracing span, and the registration is
+/// built when it is sent, not kept: every byte here is held for the connection's
+/// whole life.
 struct Connection {
     id: ConnId,
     room: Arc<str>,
-    peer: SocketAddr,
     ctx: Arc<Context>,
     ws_rx: Option<WebSocketStream<socket::ReadSide>>,
-    /// The registration, sent to the broker first.
-    join: Option<Command>,
+    /// Handed to the broker in the registration, sent first.
+    outbox_tx: Option<mpsc::Sender<Frame>>,
     stop_tx: Option<oneshot::Sender<Stop>>,
     writer_done: CancellationToken,
+    kick: CancellationToken,
     writer: JoinHandle<Option<CloseCode>>,
 }
 
@@ -166,8 +189,12 @@ impl Connection {
     #[expect(clippy::manual_async_fn, reason = "an async fn would store self twice")]
     fn run(mut self) -> impl Future<Output = ()> + Send {
         async move {
-            let joined = match self.join.take() {
-                Some(join) => self.ctx.broker_tx.send(join).await.is_ok(),
+            let joined = match self.outbox_tx.take() {
+                Some(outbox_tx) => {
+                    let (id, room, kick) = (self.id, Arc::clone(&self.room), self.kick.clone());
+                    let join = Command::Op(Op::Join { id, room, outbox_tx, kick });
+                    self.ctx.broker_tx.send(join).await.is_ok()
+                }
                 None => false,
             };
             let peer_close = match (joined, self.ws_rx.as_mut(), self.stop_tx.take()) {
@@ -177,8 +204,10 @@ impl Connection {
                         room: &self.room,
                         broker_tx: &self.ctx.broker_tx,
                         idle_timeout: self.ctx.idle_timeout,
+                        kick: &self.kick,
+                        shutdown: &self.ctx.shutdown,
                     };
-                    reader.run(ws_rx, stop_tx, &self.writer_done).await
+                    reader.run(ws_rx, Some(stop_tx), &self.writer_done).await
                 }
                 (_, _, stop_tx) => {
                     // Location ①: the broker is gone before we could even register.
@@ -216,8 +245,8 @@ impl Connection {
             // The close handshake's code: ours if we sent a Close, else the peer's.
             let close_code = sent_close.or(peer_close).map(u16::from);
             self.ctx.metrics.closed(close_code);
-            let (id, room, peer) = (self.id.0, &self.room, self.peer);
-            tracing::debug!(conn = id, room = %room, %peer, close_code, "connection closed");
+            // The peer's address is in the span.
+            tracing::debug!(conn = self.id.0, room = %self.room, close_code, "connection closed");
         }
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! [`Server::run`] owns the listener, the broker task and a `JoinSet` of connection
 //! tasks. It ends in one of two ways:
-//! - the shutdown future fires: stop accepting, cancel the shutdown token (writers
-//!   send Close 1001), wait at most `shutdown_timeout` for connections, then let the
+//! - the shutdown future fires: stop accepting, cancel the shutdown token (each
+//!   reader has its writer send Close 1001), wait at most `shutdown_timeout` for connections, then let the
 //!   broker return (location ②, all senders gone) and return `Ok`;
 //! - the broker task ends while the server still runs: stop accepting. The broker's
 //!   room state died with it, so every writer's outbox closes and each connection is
@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::{JoinError, JoinSet};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_util::sync::CancellationToken;
@@ -141,6 +142,7 @@ impl Server {
             broker_tx,
             outbox_capacity: config.outbox_capacity,
             idle_timeout: config.idle_timeout,
+            shutdown: shutdown_token.clone(),
             writer: Arc::new(connection::writer::Shared {
                 shutdown: shutdown_token.clone(),
                 ping_interval: config.ping_interval,
@@ -387,11 +389,13 @@ impl Rejection {
 /// logged at debug (rejections by rule at info): a client that cannot or may not
 /// speak WebSocket affects nobody else. `permit` is held for the connection's life.
 ///
-/// A plain function returning an `async move` block: the task lives as long as the
-/// connection, and an `async fn` would store its arguments twice (measured with
-/// `-Zprint-type-sizes`: 1,392 bytes of task state against 1,272, which puts the
-/// task below a 128-byte step of tokio's task allocation).
-#[expect(clippy::manual_async_fn, reason = "an async fn would store its arguments twice")]
+/// A plain function returning an `async move` block, with the handshake boxed
+/// apart: the task lives as long as the connection, and whatever its state holds
+/// is paid for by every idle connection. An `async fn` would store its arguments
+/// twice, and the handshake's inputs (the TCP stream, the peer address, the room
+/// being decided) would stay in the task after the handshake (measured with
+/// `-Zprint-type-sizes`: the task's state 1,136 bytes against 992, which puts it a
+/// 128-byte step of tokio's task allocation lower).
 fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -400,62 +404,68 @@ fn serve(
     admit: Arc<Admit>,
     permit: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send {
+    let handshake = Box::pin(handshake(stream, peer, Arc::clone(&admit), Arc::clone(&ctx.metrics)));
     async move {
         // Captured by the block and so held for the connection's life; no binding,
         // which would store a second copy in the task.
         let _ = &permit;
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-        let mut room: Option<Arc<str>> = None;
-        let mut refused: Option<Rejection> = None;
-        #[expect(clippy::result_large_err, reason = "the Err type is fixed by tungstenite's Callback trait")]
-        let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
-            match admit.check(request) {
-                Ok(name) => {
-                    room = Some(name);
-                    Ok(response)
-                }
-                Err(rejection) => {
-                    refused = Some(rejection);
-                    Err(rejection.response())
-                }
-            }
-        };
-        // Boxed: the handshake's state is large and needed only briefly; inline, it
-        // would size this connection's task for its whole life (measured: memory per
-        // idle connection).
-        let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
-            stream,
-            callback,
-            Some(admit.ws_config),
-        ));
-        // Matched without a binding, so the result does not stay in the task's state.
-        let ws = match tokio::time::timeout(admit.handshake_timeout, handshake).await {
-            Ok(Ok(ws)) => ws,
-            Ok(Err(e)) => {
-                // Refused by a rule, or not a valid upgrade at all.
-                let reason = refused.map_or(RejectReason::BadRequest, Rejection::reason);
-                ctx.metrics.rejected(reason);
-                tracing::info!(%peer, reason = ?reason, error = %e, "handshake rejected");
-                return;
-            }
-            Err(_) => {
-                ctx.metrics.rejected(RejectReason::Timeout);
-                tracing::info!(%peer, reason = ?RejectReason::Timeout, "handshake rejected");
-                return;
-            }
-        };
-        let Some(room) = room else {
-            // The handshake succeeded only if the callback accepted, which sets `room`;
-            // dropping the connection is the safe answer if that ever changes.
-            tracing::debug!(%peer, "handshake completed without a room");
-            return;
-        };
+        let Some((ws, room, peer)) = handshake.await else { return };
         // Awaited in place (an `if let` would store the future twice in this task).
         futures_util::future::OptionFuture::from(connection::open(ws, admit.ws_config, id, room, peer, &ctx))
             .await;
     }
+}
+
+/// The WebSocket handshake of an admitted connection, within the handshake timeout:
+/// the upgraded stream, its room and the peer's address, or `None` when it was
+/// refused or failed (counted and logged here).
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    admit: Arc<Admit>,
+    metrics: Arc<Metrics>,
+) -> Option<(WebSocketStream<TcpStream>, Arc<str>, SocketAddr)> {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
+    let mut room: Option<Arc<str>> = None;
+    let mut refused: Option<Rejection> = None;
+    #[expect(clippy::result_large_err, reason = "the Err type is fixed by tungstenite's Callback trait")]
+    let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        match admit.check(request) {
+            Ok(name) => {
+                room = Some(name);
+                Ok(response)
+            }
+            Err(rejection) => {
+                refused = Some(rejection);
+                Err(rejection.response())
+            }
+        }
+    };
+    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(admit.ws_config));
+    let ws = match tokio::time::timeout(admit.handshake_timeout, upgrade).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            // Refused by a rule, or not a valid upgrade at all.
+            let reason = refused.map_or(RejectReason::BadRequest, Rejection::reason);
+            metrics.rejected(reason);
+            tracing::info!(%peer, reason = ?reason, error = %e, "handshake rejected");
+            return None;
+        }
+        Err(_) => {
+            metrics.rejected(RejectReason::Timeout);
+            tracing::info!(%peer, reason = ?RejectReason::Timeout, "handshake rejected");
+            return None;
+        }
+    };
+    let Some(room) = room else {
+        // The handshake succeeded only if the callback accepted, which sets `room`;
+        // dropping the connection is the safe answer if that ever changes.
+        tracing::debug!(%peer, "handshake completed without a room");
+        return None;
+    };
+    Some((ws, room, peer))
 }
 
 /// Answers an over-limit connection's handshake with HTTP 503, within the handshake

@@ -5,10 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, expect_close};
+use common::{EVENT_TIMEOUT, TestServer, expect_close};
 use futures_util::SinkExt;
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use wsbroker::broker::Hook;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_sends_1001_to_every_client_and_finishes_in_time() {
@@ -61,4 +63,44 @@ async fn shutdown_is_not_held_up_by_a_writer_stuck_in_a_write() {
     publisher.flush().await.unwrap();
     server.wait_stats(|s| s.counters.published == 256, "all 256 messages published").await;
     server.shutdown().await.expect("clean shutdown");
+}
+
+/// Shutdown reaches a reader that is waiting for room in a full broker inbox
+/// (location ①, full): the writer waits only on the reader's stop signal, so the
+/// reader itself must notice the shutdown there and have the writer send 1001.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_reaches_a_reader_waiting_for_room_in_the_broker_inbox() {
+    let server = TestServer::with(|c| {
+        c.broker_capacity = 1;
+        c.shutdown_timeout = Duration::from_secs(5);
+    })
+    .await;
+    let mut client = server.join("/wait").await;
+    let (release_tx, release_rx) = oneshot::channel();
+    assert!(server.handle.inject(Hook::Pause { release_rx }).await);
+    wait_for_inbox_depth(&server, 0, "the broker takes the pause").await;
+    // Two messages in one write: the first fills the one-slot inbox, and the reader,
+    // in the same pass, finds the inbox full for the second and waits for room.
+    client.feed(Message::text("fills the inbox")).await.unwrap();
+    client.feed(Message::text("waits for room")).await.unwrap();
+    client.flush().await.unwrap();
+    wait_for_inbox_depth(&server, 1, "the first message reaches the paused broker's inbox").await;
+
+    // Shut down while the broker is still paused: only the reader can pass the
+    // shutdown on. Released afterwards, so that the broker, too, can end.
+    let shutdown = tokio::spawn(server.shutdown());
+    assert_eq!(expect_close(&mut client).await, CloseCode::Away);
+    drop(release_tx);
+    shutdown.await.unwrap().expect("clean shutdown");
+}
+
+/// Waits until the broker's inbox holds exactly `depth` commands.
+async fn wait_for_inbox_depth(server: &TestServer, depth: usize, what: &str) {
+    let waited = tokio::time::timeout(EVENT_TIMEOUT, async {
+        while server.handle.inbox_depth() != depth {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "timed out: {what}");
 }

@@ -27,7 +27,8 @@ pub(crate) struct Member {
     id: ConnId,
     /// The broker's end of the connection's outbox; the writer holds the receiver.
     outbox_tx: mpsc::Sender<Frame>,
-    /// Cancelled to disconnect this member as a slow consumer; the writer watches it.
+    /// Cancelled to disconnect this member as a slow consumer; its reader watches it
+    /// and has its writer send Close 1008.
     kick: CancellationToken,
     /// Messages dropped for this member because its outbox was full (location ④).
     dropped: u64,
@@ -255,8 +256,9 @@ impl Rooms {
                             true
                         }
                         SlowConsumer::Disconnect => {
-                            // The writer sees the token, sends Close 1008 and ends;
-                            // dropping the member here also closes its outbox.
+                            // The reader sees the token and has the writer send
+                            // Close 1008; dropping the member here also closes its
+                            // outbox.
                             counters.slow_disconnects = counters.slow_disconnects.wrapping_add(1);
                             tracing::info!(conn = member.id.0, room, "slow consumer disconnected");
                             member.kick.cancel();

@@ -31,114 +31,165 @@ pub(crate) struct Reader<'a> {
     pub broker_tx: &'a mpsc::Sender<Command>,
     /// Close the connection when nothing at all arrives for this long.
     pub idle_timeout: Duration,
+    /// Cancelled by the broker to disconnect this connection as a slow consumer, and
+    /// with `shutdown`, its parent, when the server shuts down.
+    pub kick: &'a CancellationToken,
+    /// The server's shutdown token: tells the two reasons for `kick` apart.
+    pub shutdown: &'a CancellationToken,
+}
+
+impl<'a> Reader<'a> {
+    /// Reads client messages and forwards data messages to the broker until the
+    /// connection ends. Returns the code of the peer's Close frame, if it sent one
+    /// (1005, "no status", for a Close without a code). `stop_tx` is consumed when
+    /// the reader decides how the writer should end.
+    ///
+    /// A plain function returning an `async move` block, like `Connection::run`: an
+    /// `async fn` stores its arguments twice in the connection's task, which lives
+    /// as long as the connection.
+    #[expect(clippy::manual_async_fn, reason = "an async fn would store its arguments twice")]
+    pub(crate) fn run(
+        self,
+        ws_rx: &'a mut WebSocketStream<ReadSide>,
+        mut stop_tx: Option<oneshot::Sender<Stop>>,
+        writer_done: &'a CancellationToken,
+    ) -> impl Future<Output = Option<CloseCode>> + Send + 'a {
+        async move {
+            let mut peer_close = None;
+            // Set when the writer has ended: from then on we only wait (briefly) for
+            // the peer to finish the close handshake.
+            let mut lingering = false;
+            // One timer for both deadlines, to keep every connection's task small:
+            // until the writer ends, the idle deadline (reset by every frame that
+            // arrives, pongs included); then the end of the close linger.
+            let deadline = tokio::time::sleep_until(deadline_after(self.idle_timeout));
+            tokio::pin!(deadline);
+
+            loop {
+                let item = tokio::select! {
+                    biased;
+                    () = writer_done.cancelled(), if !lingering => {
+                        lingering = true;
+                        deadline.as_mut().reset(deadline_after(CLOSE_LINGER));
+                        continue;
+                    }
+                    () = self.kick.cancelled(), if !lingering && stop_tx.is_some() => {
+                        signal(&mut stop_tx, self.kicked());
+                        continue;
+                    }
+                    () = &mut deadline, if lingering || stop_tx.is_some() => {
+                        if lingering {
+                            tracing::debug!("peer did not finish the close handshake in time");
+                            break;
+                        }
+                        tracing::debug!("idle timeout; closing with 1001");
+                        signal(&mut stop_tx, Stop::Close(CloseCode::Away, "idle timeout"));
+                        continue;
+                    }
+                    item = ws_rx.next() => item,
+                };
+                if !lingering {
+                    deadline.as_mut().reset(deadline_after(self.idle_timeout));
+                }
+                // Decided synchronously, so that no message is held in the task's
+                // state across the wait below.
+                let publish = match item {
+                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                        if lingering || stop_tx.is_none() {
+                            // Closing: data after our Close is read only to reach the
+                            // peer's Close reply, and is not forwarded.
+                            continue;
+                        }
+                        // Framed once here; every recipient's writer sends these same
+                        // bytes.
+                        let Some(frame) = super::frame::data(&message) else { continue };
+                        Command::Op(Op::Publish { from: self.id, room: Arc::clone(self.room), frame })
+                    }
+                    // Pings are answered and Close frames replied to by the protocol
+                    // layer on the next read; pongs need nothing. Keep reading so
+                    // those flush.
+                    Some(Ok(Message::Close(frame))) => {
+                        peer_close = Some(frame.map_or(CloseCode::Status, |f| f.code));
+                        signal(&mut stop_tx, Stop::PeerGone);
+                        continue;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Err(e)) => {
+                        match close_code_for(&e) {
+                            Some((code, reason)) => {
+                                tracing::debug!(error = %e, "protocol violation; closing with {code}");
+                                signal(&mut stop_tx, Stop::CloseAfterDrain(code, reason));
+                            }
+                            None => {
+                                tracing::debug!(error = %e, "connection lost");
+                                signal(&mut stop_tx, Stop::PeerGone);
+                            }
+                        }
+                        break;
+                    }
+                    None => {
+                        // The stream ended: close handshake complete, or EOF.
+                        signal(&mut stop_tx, Stop::PeerGone);
+                        break;
+                    }
+                };
+                let Some(publish) = self.try_forward(publish, &mut stop_tx) else { continue };
+                // Location ①, full: wait for room. Boxed because it is rare, and
+                // inline its state would size every connection's task for its whole
+                // life.
+                if Box::pin(self.wait_for_room(publish, &mut stop_tx, writer_done)).await {
+                    lingering = true;
+                    deadline.as_mut().reset(deadline_after(CLOSE_LINGER));
+                }
+            }
+            peer_close
+        }
+    }
+
+    /// Location ①: hands `publish` to the broker if its inbox has room. Returns it
+    /// when the inbox is full; `None` when it was sent or the broker is gone.
+    fn try_forward(&self, publish: Command, stop_tx: &mut Option<oneshot::Sender<Stop>>) -> Option<Command> {
+        match self.broker_tx.try_send(publish) {
+            Ok(()) => None,
+            Err(TrySendError::Closed(_)) => {
+                broker_gone(stop_tx);
+                None
+            }
+            Err(TrySendError::Full(publish)) => Some(publish),
+        }
+    }
+
+    /// Location ①, full: waits until the broker's inbox has room for `publish`,
+    /// which stops this socket being read meanwhile. Gives the message up when the
+    /// connection is closing; returns whether that is because the writer ended.
+    async fn wait_for_room(
+        &self,
+        publish: Command,
+        stop_tx: &mut Option<oneshot::Sender<Stop>>,
+        writer_done: &CancellationToken,
+    ) -> bool {
+        tokio::select! {
+            biased;
+            sent = self.broker_tx.send(publish) => {
+                if sent.is_err() {
+                    broker_gone(stop_tx);
+                }
+                false
+            }
+            () = writer_done.cancelled() => true,
+            () = self.kick.cancelled() => {
+                signal(stop_tx, self.kicked());
+                false
+            }
+        }
+    }
 }
 
 impl Reader<'_> {
-    /// Reads client messages and forwards data messages to the broker until the
-    /// connection ends. Returns the code of the peer's Close frame, if it sent one
-    /// (1005, "no status", for a Close without a code).
-    pub(crate) async fn run(
-        self,
-        ws_rx: &mut WebSocketStream<ReadSide>,
-        stop_tx: oneshot::Sender<Stop>,
-        writer_done: &CancellationToken,
-    ) -> Option<CloseCode> {
-        // Consumed when the reader decides how the writer should end.
-        let mut stop_tx = Some(stop_tx);
-        let mut peer_close = None;
-        // Set when the writer has ended: from then on we only wait (briefly) for the
-        // peer to finish the close handshake.
-        let mut lingering = false;
-        // One timer for both deadlines, to keep every connection's task small: until
-        // the writer ends, the idle deadline (reset by every frame that arrives,
-        // pongs included); then the end of the close linger.
-        let deadline = tokio::time::sleep_until(deadline_after(self.idle_timeout));
-        tokio::pin!(deadline);
-
-        loop {
-            let item = tokio::select! {
-                biased;
-                () = writer_done.cancelled(), if !lingering => {
-                    lingering = true;
-                    deadline.as_mut().reset(deadline_after(CLOSE_LINGER));
-                    continue;
-                }
-                () = &mut deadline, if lingering || stop_tx.is_some() => {
-                    if lingering {
-                        tracing::debug!("peer did not finish the close handshake in time");
-                        break;
-                    }
-                    tracing::debug!("idle timeout; closing with 1001");
-                    signal(&mut stop_tx, Stop::Close(CloseCode::Away, "idle timeout"));
-                    continue;
-                }
-                item = ws_rx.next() => item,
-            };
-            if !lingering {
-                deadline.as_mut().reset(deadline_after(self.idle_timeout));
-            }
-            match item {
-                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                    if lingering || stop_tx.is_none() {
-                        // Closing: data after our Close is read only to reach the
-                        // peer's Close reply, and is not forwarded.
-                        continue;
-                    }
-                    // Framed once here; every recipient's writer sends these same bytes.
-                    let Some(frame) = super::frame::data(&message) else { continue };
-                    let publish =
-                        Command::Op(Op::Publish { from: self.id, room: Arc::clone(self.room), frame });
-                    match self.broker_tx.try_send(publish) {
-                        Ok(()) => {}
-                        Err(TrySendError::Closed(_)) => broker_gone(&mut stop_tx),
-                        Err(TrySendError::Full(publish)) => {
-                            // Location ①, full: wait for room. Boxed because it is
-                            // rare, and inline its state would size every
-                            // connection's task for its whole life.
-                            let send = Box::pin(self.broker_tx.send(publish));
-                            tokio::select! {
-                                biased;
-                                sent = send => {
-                                    if sent.is_err() {
-                                        broker_gone(&mut stop_tx);
-                                    }
-                                }
-                                () = writer_done.cancelled() => {
-                                    lingering = true;
-                                    deadline.as_mut().reset(deadline_after(CLOSE_LINGER));
-                                }
-                            }
-                        }
-                    }
-                }
-                // Pings are answered and Close frames replied to by the protocol layer
-                // on the next read; pongs need nothing. Keep reading so those flush.
-                Some(Ok(Message::Close(frame))) => {
-                    peer_close = Some(frame.map_or(CloseCode::Status, |f| f.code));
-                    signal(&mut stop_tx, Stop::PeerGone);
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Err(e)) => {
-                    match close_code_for(&e) {
-                        Some((code, reason)) => {
-                            tracing::debug!(error = %e, "protocol violation; closing with {code}");
-                            signal(&mut stop_tx, Stop::CloseAfterDrain(code, reason));
-                        }
-                        None => {
-                            tracing::debug!(error = %e, "connection lost");
-                            signal(&mut stop_tx, Stop::PeerGone);
-                        }
-                    }
-                    break;
-                }
-                None => {
-                    // The stream ended: close handshake complete, or EOF.
-                    signal(&mut stop_tx, Stop::PeerGone);
-                    break;
-                }
-            }
-        }
-        peer_close
+    /// The stop owed once `kick` is cancelled.
+    fn kicked(&self) -> Stop {
+        let (code, reason) = super::kick_close(self.shutdown);
+        Stop::Close(code, reason)
     }
 }
 
