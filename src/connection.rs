@@ -149,14 +149,10 @@ pub(crate) fn open(
     tracing::debug!(conn = id.0, room = %room, %peer, "connection open");
     drop(_entered);
     let connection = Connection {
-        id,
-        room,
-        ctx: Arc::clone(ctx),
+        reader: reader::Reader { id, room, ctx: Arc::clone(ctx), kick, writer_done },
         ws_rx: Some(ws_rx),
         outbox_tx: Some(outbox_tx),
         stop_tx: Some(stop_tx),
-        writer_done,
-        kick,
         writer,
     };
     Some(connection.run().instrument(span))
@@ -170,15 +166,12 @@ pub(crate) fn open(
 /// built when it is sent, not kept: every byte here is held for the connection's
 /// whole life.
 struct Connection {
-    id: ConnId,
-    room: Arc<str>,
-    ctx: Arc<Context>,
+    /// Who this connection is and what it is told by; the reader borrows it whole.
+    reader: reader::Reader,
     ws_rx: Option<WebSocketStream<socket::ReadSide>>,
     /// Handed to the broker in the registration, sent first.
     outbox_tx: Option<mpsc::Sender<Frame>>,
     stop_tx: Option<oneshot::Sender<Stop>>,
-    writer_done: CancellationToken,
-    kick: CancellationToken,
     writer: JoinHandle<Option<CloseCode>>,
 }
 
@@ -189,30 +182,22 @@ impl Connection {
     #[expect(clippy::manual_async_fn, reason = "an async fn would store self twice")]
     fn run(mut self) -> impl Future<Output = ()> + Send {
         async move {
+            let me = &self.reader;
             let joined = match self.outbox_tx.take() {
                 Some(outbox_tx) => {
-                    let (id, room, kick) = (self.id, Arc::clone(&self.room), self.kick.clone());
+                    let (id, room, kick) = (me.id, Arc::clone(&me.room), me.kick.clone());
                     let join = Command::Op(Op::Join { id, room, outbox_tx, kick });
-                    self.ctx.broker_tx.send(join).await.is_ok()
+                    me.ctx.broker_tx.send(join).await.is_ok()
                 }
                 None => false,
             };
-            let peer_close = match (joined, self.ws_rx.as_mut(), self.stop_tx.take()) {
-                (true, Some(ws_rx), Some(stop_tx)) => {
-                    let reader = reader::Reader {
-                        id: self.id,
-                        room: &self.room,
-                        broker_tx: &self.ctx.broker_tx,
-                        idle_timeout: self.ctx.idle_timeout,
-                        kick: &self.kick,
-                        shutdown: &self.ctx.shutdown,
-                    };
-                    reader.run(ws_rx, Some(stop_tx), &self.writer_done).await
-                }
-                (_, _, stop_tx) => {
+            let ws_rx = if joined { self.ws_rx.as_mut() } else { None };
+            let peer_close = match ws_rx {
+                Some(ws_rx) => me.run(ws_rx, self.stop_tx.take()).await,
+                None => {
                     // Location ①: the broker is gone before we could even register.
                     tracing::debug!("broker gone before registration");
-                    if stop_tx.is_some_and(|tx| {
+                    if self.stop_tx.take().is_some_and(|tx| {
                         tx.send(Stop::Close(CloseCode::Error, "broker unavailable")).is_err()
                     }) {
                         tracing::debug!("writer already ended");
@@ -227,8 +212,8 @@ impl Connection {
             // Deregister. Unknown ids are a no-op in the broker, so this is safe even when
             // the broker already dropped us (location ⑤); if the broker itself is gone
             // (location ①) there is nothing left to deregister from.
-            let leave = Command::Op(Op::Leave { id: self.id, room: Arc::clone(&self.room) });
-            if self.ctx.broker_tx.send(leave).await.is_err() {
+            let leave = Command::Op(Op::Leave { id: me.id, room: Arc::clone(&me.room) });
+            if me.ctx.broker_tx.send(leave).await.is_err() {
                 tracing::debug!("broker gone; nothing to deregister from");
             }
             let sent_close = match (&mut self.writer).await {
@@ -244,9 +229,9 @@ impl Connection {
             };
             // The close handshake's code: ours if we sent a Close, else the peer's.
             let close_code = sent_close.or(peer_close).map(u16::from);
-            self.ctx.metrics.closed(close_code);
+            me.ctx.metrics.closed(close_code);
             // The peer's address is in the span.
-            tracing::debug!(conn = self.id.0, room = %self.room, close_code, "connection closed");
+            tracing::debug!(conn = me.id.0, room = %me.room, close_code, "connection closed");
         }
     }
 }

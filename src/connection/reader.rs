@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -21,24 +21,25 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::socket::ReadSide;
-use super::{CLOSE_LINGER, Stop};
+use super::{CLOSE_LINGER, Context, Stop};
 use crate::broker::{Command, ConnId, Op};
 
-/// What a reader needs besides its socket and its signals.
-pub(crate) struct Reader<'a> {
+/// What a reader needs besides its socket and its stop sender, owned by the
+/// connection's task for its whole life and borrowed by [`Reader::run`] as one
+/// reference.
+pub(crate) struct Reader {
     pub id: ConnId,
-    pub room: &'a Arc<str>,
-    pub broker_tx: &'a mpsc::Sender<Command>,
-    /// Close the connection when nothing at all arrives for this long.
-    pub idle_timeout: Duration,
+    pub room: Arc<str>,
+    /// The broker's inbox, the idle timeout and the server's shutdown token.
+    pub ctx: Arc<Context>,
     /// Cancelled by the broker to disconnect this connection as a slow consumer, and
-    /// with `shutdown`, its parent, when the server shuts down.
-    pub kick: &'a CancellationToken,
-    /// The server's shutdown token: tells the two reasons for `kick` apart.
-    pub shutdown: &'a CancellationToken,
+    /// with the server's shutdown token, its parent, when the server shuts down.
+    pub kick: CancellationToken,
+    /// Cancelled when the writer ends, whatever the reason.
+    pub writer_done: CancellationToken,
 }
 
-impl<'a> Reader<'a> {
+impl Reader {
     /// Reads client messages and forwards data messages to the broker until the
     /// connection ends. Returns the code of the peer's Close frame, if it sent one
     /// (1005, "no status", for a Close without a code). `stop_tx` is consumed when
@@ -48,13 +49,13 @@ impl<'a> Reader<'a> {
     /// `async fn` stores its arguments twice in the connection's task, which lives
     /// as long as the connection.
     #[expect(clippy::manual_async_fn, reason = "an async fn would store its arguments twice")]
-    pub(crate) fn run(
-        self,
+    pub(crate) fn run<'a>(
+        &'a self,
         ws_rx: &'a mut WebSocketStream<ReadSide>,
         mut stop_tx: Option<oneshot::Sender<Stop>>,
-        writer_done: &'a CancellationToken,
     ) -> impl Future<Output = Option<CloseCode>> + Send + 'a {
         async move {
+            let writer_done = &self.writer_done;
             let mut peer_close = None;
             // Set when the writer has ended: from then on we only wait (briefly) for
             // the peer to finish the close handshake.
@@ -62,7 +63,7 @@ impl<'a> Reader<'a> {
             // One timer for both deadlines, to keep every connection's task small:
             // until the writer ends, the idle deadline (reset by every frame that
             // arrives, pongs included); then the end of the close linger.
-            let deadline = tokio::time::sleep_until(deadline_after(self.idle_timeout));
+            let deadline = tokio::time::sleep_until(deadline_after(self.ctx.idle_timeout));
             tokio::pin!(deadline);
 
             loop {
@@ -89,7 +90,7 @@ impl<'a> Reader<'a> {
                     item = ws_rx.next() => item,
                 };
                 if !lingering {
-                    deadline.as_mut().reset(deadline_after(self.idle_timeout));
+                    deadline.as_mut().reset(deadline_after(self.ctx.idle_timeout));
                 }
                 // Decided synchronously, so that no message is held in the task's
                 // state across the wait below.
@@ -103,7 +104,7 @@ impl<'a> Reader<'a> {
                         // Framed once here; every recipient's writer sends these same
                         // bytes.
                         let Some(frame) = super::frame::data(&message) else { continue };
-                        Command::Op(Op::Publish { from: self.id, room: Arc::clone(self.room), frame })
+                        Command::Op(Op::Publish { from: self.id, room: Arc::clone(&self.room), frame })
                     }
                     // Pings are answered and Close frames replied to by the protocol
                     // layer on the next read; pongs need nothing. Keep reading so
@@ -137,7 +138,7 @@ impl<'a> Reader<'a> {
                 // Location ①, full: wait for room. Boxed because it is rare, and
                 // inline its state would size every connection's task for its whole
                 // life.
-                if Box::pin(self.wait_for_room(publish, &mut stop_tx, writer_done)).await {
+                if Box::pin(self.wait_for_room(publish, &mut stop_tx)).await {
                     lingering = true;
                     deadline.as_mut().reset(deadline_after(CLOSE_LINGER));
                 }
@@ -149,7 +150,7 @@ impl<'a> Reader<'a> {
     /// Location ①: hands `publish` to the broker if its inbox has room. Returns it
     /// when the inbox is full; `None` when it was sent or the broker is gone.
     fn try_forward(&self, publish: Command, stop_tx: &mut Option<oneshot::Sender<Stop>>) -> Option<Command> {
-        match self.broker_tx.try_send(publish) {
+        match self.ctx.broker_tx.try_send(publish) {
             Ok(()) => None,
             Err(TrySendError::Closed(_)) => {
                 broker_gone(stop_tx);
@@ -162,21 +163,16 @@ impl<'a> Reader<'a> {
     /// Location ①, full: waits until the broker's inbox has room for `publish`,
     /// which stops this socket being read meanwhile. Gives the message up when the
     /// connection is closing; returns whether that is because the writer ended.
-    async fn wait_for_room(
-        &self,
-        publish: Command,
-        stop_tx: &mut Option<oneshot::Sender<Stop>>,
-        writer_done: &CancellationToken,
-    ) -> bool {
+    async fn wait_for_room(&self, publish: Command, stop_tx: &mut Option<oneshot::Sender<Stop>>) -> bool {
         tokio::select! {
             biased;
-            sent = self.broker_tx.send(publish) => {
+            sent = self.ctx.broker_tx.send(publish) => {
                 if sent.is_err() {
                     broker_gone(stop_tx);
                 }
                 false
             }
-            () = writer_done.cancelled() => true,
+            () = self.writer_done.cancelled() => true,
             () = self.kick.cancelled() => {
                 signal(stop_tx, self.kicked());
                 false
@@ -185,10 +181,10 @@ impl<'a> Reader<'a> {
     }
 }
 
-impl Reader<'_> {
+impl Reader {
     /// The stop owed once `kick` is cancelled.
     fn kicked(&self) -> Stop {
-        let (code, reason) = super::kick_close(self.shutdown);
+        let (code, reason) = super::kick_close(&self.ctx.shutdown);
         Stop::Close(code, reason)
     }
 }

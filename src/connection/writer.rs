@@ -15,7 +15,9 @@
 //! watches for it (see [`Signals`]).
 
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -71,135 +73,173 @@ type Ending = Option<(CloseCode, &'static str)>;
 /// it sent, if any.
 ///
 /// Its clocks and coalescing limit come from `ctx`.
-pub(crate) async fn run(
+///
+/// A plain function returning an `async move` block, like `Connection::run`: an
+/// `async fn` stores its arguments twice in the writer's task, which lives as long
+/// as the connection. For the same reason the writes below are plain functions
+/// returning a small [`Written`], not inline `async` state.
+#[expect(clippy::manual_async_fn, reason = "an async fn would store its arguments twice")]
+pub(crate) fn run(
     mut socket: OwnedWriteHalf,
     mut outbox_rx: mpsc::Receiver<Frame>,
     mut control_rx: futures_channel::mpsc::Receiver<Frame>,
-    signals: Signals,
+    mut signals: Signals,
     ctx: Arc<Shared>,
-) -> Option<CloseCode> {
-    let Signals { mut stop_rx, kick, _done } = signals;
-    // Empty until the first message: `recv_many` reserves on first use, so an idle
-    // connection holds no batch buffer (measured: 2 KiB per idle connection).
-    let mut batch = Vec::new();
-    // One timer, because every connection has one and its size counts: the next
-    // ping until a stop arrives, then the end of the grace period of the ending that
-    // stop asked for (only one stop is ever received; no pings during that second).
-    // A sleep reset after each ping rather than a tokio `Interval`, which boxes its
-    // sleep.
-    let timer = tokio::time::sleep_until(deadline_after(ctx.ping_interval));
-    tokio::pin!(timer);
-    let mut stop_received = false;
-    // Set by `Stop::CloseAfterDrain`: the Close to send once the outbox is drained
-    // (or when the grace period ends, whichever comes first).
-    let mut drain: Ending = None;
-    // Set by `Stop::PeerGone`: forward tungstenite's last control frames (the reply
-    // to the client's Close) until the reader is done (or the grace period ends),
-    // then end.
-    let mut peer_gone = false;
-    // Until tungstenite's side (the reader) is gone.
-    let mut control_open = true;
+) -> impl Future<Output = Option<CloseCode>> + Send {
+    async move {
+        // Captures `signals` whole: its drop guard must live as long as this task
+        // (the block would otherwise capture only the fields it reads, and the
+        // guard, dropped at once, would tell the reader that the writer had ended).
+        let _ = &signals;
+        // Empty until the first message: `recv_many` reserves on first use, so an idle
+        // connection holds no batch buffer (measured: 2 KiB per idle connection).
+        let mut batch = Vec::new();
+        // One timer, because every connection has one and its size counts: the next
+        // ping until a stop arrives, then the end of the grace period of the ending that
+        // stop asked for (only one stop is ever received; no pings during that second).
+        // A sleep reset after each ping rather than a tokio `Interval`, which boxes its
+        // sleep.
+        let timer = tokio::time::sleep_until(deadline_after(ctx.ping_interval));
+        tokio::pin!(timer);
+        let mut stop_received = false;
+        // Set by `Stop::CloseAfterDrain`: the Close to send once the outbox is drained
+        // (or when the grace period ends, whichever comes first).
+        let mut drain: Ending = None;
+        // Set by `Stop::PeerGone`: forward tungstenite's last control frames (the reply
+        // to the client's Close) until the reader is done (or the grace period ends),
+        // then end.
+        let mut peer_gone = false;
+        // Until tungstenite's side (the reader) is gone.
+        let mut control_open = true;
 
-    let close: Ending = loop {
-        tokio::select! {
-            biased;
-            stop = &mut stop_rx, if !stop_received => {
-                stop_received = true;
-                match stop {
-                    Ok(Stop::Close(code, reason)) => break Some((code, reason)),
-                    Ok(Stop::CloseAfterDrain(code, reason)) => {
-                        drain = Some((code, reason));
-                        timer.as_mut().reset(deadline_after(CLOSE_LINGER));
-                    }
-                    Ok(Stop::PeerGone) if !control_open => break None,
-                    Ok(Stop::PeerGone) => {
-                        peer_gone = true;
-                        timer.as_mut().reset(deadline_after(CLOSE_LINGER));
-                    }
-                    Err(_) => break Some((CloseCode::Error, "internal error")),
-                }
-            }
-            () = &mut timer => {
-                if drain.is_some() || peer_gone {
-                    // The grace period is over. Drain: send the Close now. Peer
-                    // gone: end without one.
-                    break drain;
-                }
-                if !write_bytes(&mut socket, &frame::ping(), ctx.write_timeout).await {
-                    break None;
-                }
-                timer.as_mut().reset(deadline_after(ctx.ping_interval));
-            }
-            control = control_rx.next(), if control_open => match control {
-                Some(frames) => {
-                    if !write_bytes(&mut socket, &frames, ctx.write_timeout).await {
-                        break None;
-                    }
-                }
-                // The reader's protocol layer is gone: nothing more will come from it.
-                None => {
-                    control_open = false;
-                    if peer_gone {
-                        break None;
-                    }
-                }
-            },
-            n = outbox_rx.recv_many(&mut batch, WRITE_BATCH), if !peer_gone => {
-                if n == 0 {
-                    // The broker dropped our outbox sender: after a drain that is the
-                    // reader's Close; after a kick, the Close the reader is about to
-                    // ask for; otherwise location ⑤.
-                    break Some(match drain {
-                        Some(close) => close,
-                        None if kick.is_cancelled() => super::kick_close(&ctx.shutdown),
-                        None => {
-                            tracing::debug!("outbox closed by the broker; closing with 1011");
-                            (CloseCode::Error, "deregistered by the broker")
+        let close: Ending = loop {
+            tokio::select! {
+                biased;
+                stop = &mut signals.stop_rx, if !stop_received => {
+                    stop_received = true;
+                    match stop {
+                        Ok(Stop::Close(code, reason)) => break Some((code, reason)),
+                        Ok(Stop::CloseAfterDrain(code, reason)) => {
+                            drain = Some((code, reason));
+                            timer.as_mut().reset(deadline_after(CLOSE_LINGER));
                         }
-                    });
+                        Ok(Stop::PeerGone) if !control_open => break None,
+                        Ok(Stop::PeerGone) => {
+                            peer_gone = true;
+                            timer.as_mut().reset(deadline_after(CLOSE_LINGER));
+                        }
+                        Err(_) => break Some((CloseCode::Error, "internal error")),
+                    }
                 }
-                let written =
-                    write_frames(&mut socket, &batch, ctx.write_buffer, ctx.write_timeout).await;
-                batch.clear();
-                if !written {
-                    break None;
+                () = &mut timer => {
+                    if drain.is_some() || peer_gone {
+                        // The grace period is over. Drain: send the Close now. Peer
+                        // gone: end without one.
+                        break drain;
+                    }
+                    if !write_bytes(&mut socket, &frame::ping(), ctx.write_timeout).await {
+                        break None;
+                    }
+                    timer.as_mut().reset(deadline_after(ctx.ping_interval));
+                }
+                control = control_rx.next(), if control_open => match control {
+                    Some(frames) => {
+                        if !write_bytes(&mut socket, &frames, ctx.write_timeout).await {
+                            break None;
+                        }
+                    }
+                    // The reader's protocol layer is gone: nothing more will come from it.
+                    None => {
+                        control_open = false;
+                        if peer_gone {
+                            break None;
+                        }
+                    }
+                },
+                n = std::future::poll_fn(|cx| outbox_rx.poll_recv_many(cx, &mut batch, WRITE_BATCH)), if !peer_gone => {
+                    if n == 0 {
+                        // The broker dropped our outbox sender: after a drain that is the
+                        // reader's Close; after a kick, the Close the reader is about to
+                        // ask for; otherwise location ⑤.
+                        break Some(match drain {
+                            Some(close) => close,
+                            None if signals.kick.is_cancelled() => super::kick_close(&ctx.shutdown),
+                            None => {
+                                tracing::debug!("outbox closed by the broker; closing with 1011");
+                                (CloseCode::Error, "deregistered by the broker")
+                            }
+                        });
+                    }
+                    let written = write_frames(&mut socket, &batch, ctx.write_buffer, ctx.write_timeout).await;
+                    batch.clear();
+                    if !written {
+                        break None;
+                    }
                 }
             }
+        };
+        let (code, reason) = close?;
+        if write_bytes(&mut socket, &frame::close(code, reason), ctx.write_timeout).await {
+            Some(code)
+        } else {
+            tracing::debug!("could not send Close {code}");
+            None
         }
-    };
-    let (code, reason) = close?;
-    if write_bytes(&mut socket, &frame::close(code, reason), ctx.write_timeout).await {
-        Some(code)
-    } else {
-        tracing::debug!("could not send Close {code}");
-        None
+    }
+}
+
+/// A write started by [`write_bytes`] or [`write_frames`]: finished at once (the
+/// common case: the socket buffer had room), or still waiting for the socket, in
+/// which case the rest of the write is boxed. Awaiting it gives `false` when the
+/// write failed or timed out, after which the connection is beyond saving and the
+/// writer ends without a Close.
+///
+/// A plain enum rather than an `async fn`, so that the writer's task holds these
+/// 24 bytes while writing instead of the whole state of the write.
+enum Written<'a> {
+    Done(bool),
+    Waiting(Pin<Box<dyn Future<Output = bool> + Send + 'a>>),
+}
+
+impl Future for Written<'_> {
+    type Output = bool;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        match self.get_mut() {
+            Written::Done(ok) => Poll::Ready(*ok),
+            Written::Waiting(rest) => rest.as_mut().poll(cx),
+        }
     }
 }
 
 /// Writes `bytes`: first without waiting, which is enough whenever the socket
 /// buffer has room (no future, no timer, no clock read), then, for whatever did not
-/// fit, waiting up to `limit`. `false` when the write failed or timed out, after
-/// which the connection is beyond saving and the writer ends without a Close.
-///
-/// The waiting part is boxed: it is the uncommon case, and inline its state (a
-/// timer and the write) would size every connection's writer task.
-async fn write_bytes(socket: &mut OwnedWriteHalf, bytes: &[u8], limit: Duration) -> bool {
-    let written = match socket.try_write(bytes) {
-        Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-        Err(e) => {
-            tracing::debug!(error = %e, "write failed; writer ends");
-            return false;
-        }
+/// fit, waiting up to `limit`.
+fn write_bytes<'a>(socket: &'a mut OwnedWriteHalf, bytes: &'a [u8], limit: Duration) -> Written<'a> {
+    let written = match try_write(socket, bytes) {
+        Some(n) => n,
+        None => return Written::Done(false),
     };
     match bytes.get(written..) {
-        Some(rest) if !rest.is_empty() => Box::pin(bounded(limit, socket.write_all(rest))).await,
-        _ => true,
+        Some(rest) if !rest.is_empty() => Written::Waiting(Box::pin(bounded(limit, socket.write_all(rest)))),
+        _ => Written::Done(true),
     }
 }
 
-/// Runs a socket write with a deadline; `false` when it failed or timed out, after
-/// which the connection is beyond saving and the writer ends without a Close.
+/// Writes what the socket takes without waiting: how many bytes, or `None` when
+/// the write failed.
+fn try_write(socket: &OwnedWriteHalf, bytes: &[u8]) -> Option<usize> {
+    match socket.try_write(bytes) {
+        Ok(n) => Some(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(0),
+        Err(e) => {
+            tracing::debug!(error = %e, "write failed; writer ends");
+            None
+        }
+    }
+}
+
+/// Runs a socket write with a deadline; `false` when it failed or timed out.
 async fn bounded(limit: Duration, write: impl Future<Output = io::Result<()>>) -> bool {
     match tokio::time::timeout(limit, write).await {
         Ok(Ok(())) => true,
@@ -222,22 +262,32 @@ async fn bounded(limit: Duration, write: impl Future<Output = io::Result<()>>) -
 /// faster than many small iovecs (profiled: 14% of fan-out CPU in `_copy_from_iter`
 /// with one iovec per frame). The buffer lives only for the write, so idle
 /// connections keep nothing. Larger batches go out with vectored writes, uncopied.
-/// `false` when the write failed or did not complete within `limit`.
-async fn write_frames(
-    socket: &mut OwnedWriteHalf,
-    frames: &[Frame],
+fn write_frames<'a>(
+    socket: &'a mut OwnedWriteHalf,
+    frames: &'a [Frame],
     coalesce_limit: usize,
     limit: Duration,
-) -> bool {
+) -> Written<'a> {
     let total = frames.iter().fold(0usize, |sum, f| sum.saturating_add(f.len()));
-    if total <= coalesce_limit {
-        let mut buffer = Vec::with_capacity(total);
-        for f in frames {
-            buffer.extend_from_slice(f);
-        }
-        return write_bytes(socket, &buffer, limit).await;
+    if total > coalesce_limit {
+        return Written::Waiting(Box::pin(bounded(limit, write_vectored_all(socket, frames))));
     }
-    Box::pin(bounded(limit, write_vectored_all(socket, frames))).await
+    let mut buffer = Vec::with_capacity(total);
+    for f in frames {
+        buffer.extend_from_slice(f);
+    }
+    let written = match try_write(socket, &buffer) {
+        Some(n) => n,
+        None => return Written::Done(false),
+    };
+    if written >= buffer.len() {
+        return Written::Done(true);
+    }
+    // The rest waits for the socket, in a boxed future that owns the buffer.
+    Written::Waiting(Box::pin(async move {
+        let rest = buffer.get(written..).unwrap_or_default();
+        bounded(limit, socket.write_all(rest)).await
+    }))
 }
 
 /// Writes `frames` with vectored writes, for batches too large to copy.
