@@ -17,14 +17,15 @@ use serde_json::{Value, json};
 
 use crate::util::{self, root};
 
-/// The fan-out and fixed-rate scenarios run this many times, the servers taking
-/// turns, and report the median run: single runs on these shared machines vary by
-/// a third.
+/// The fan-out, fixed-rate and rooms scenarios run this many times, the servers
+/// taking turns, and report the median run: single runs on these shared machines
+/// vary by a third, and the rooms scenario's two servers are within a few percent
+/// of each other, which one run cannot tell apart.
 const REPEATS: usize = 3;
 
 /// Whether a scenario is repeated (see [`REPEATS`]).
 fn repeated(name: &str) -> bool {
-    name.starts_with("fanout") || name == "fixed-rate"
+    name.starts_with("fanout") || name == "fixed-rate" || name == "rooms"
 }
 
 /// Versions of the peers, pinned so that runs compare like with like.
@@ -500,8 +501,8 @@ fn markdown(results: &[Value], command: &str, elapsed: Duration) -> String {
         md,
         "Produced by `{command}` in {:.0} s on {}. Each scenario starts a fresh server \
          pinned to CPU 0 (`taskset -c 0`); the load generator `wsload` runs on CPU 1. \
-         Messages are 64 bytes; 1 s warm-up, then a 3 s measurement window. The fan-out \
-         and fixed-rate scenarios run {REPEATS} times, the servers taking turns, and show the \
+         Messages are 64 bytes; 1 s warm-up, then a 3 s measurement window. The fan-out, \
+         fixed-rate and rooms scenarios run {REPEATS} times, the servers taking turns, and show the \
          median run (by deliveries per CPU-second, and by p99). These \
          machines are shared and noisy, so compare servers within one run, as ratios.\n",
         elapsed.as_secs_f64(),
