@@ -600,7 +600,8 @@ fn markdown(results: &[Value], command: &str, elapsed: Duration) -> String {
          The fan-out table therefore shows what the server itself dropped, which only \
          wsbroker reports (`wsbroker_dropped_total{{reason=\"outbox_full\"}}`). In the \
          fixed-rate scenarios, \"undelivered\" counts deliveries owed for messages sent \
-         in the window that had not arrived 5 s after it closed."
+         in the window that had not arrived once deliveries had stopped for 500 ms \
+         (at most 5 s after the window closed)."
     );
     // Hand-written analysis kept beside the generator, so regenerating keeps it.
     if let Ok(notes) = std::fs::read_to_string(root().join("bench/NOTES.md")) {
