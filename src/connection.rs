@@ -56,12 +56,66 @@ pub(crate) const WRITE_BATCH: usize = 256;
 /// The Close owed to a connection whose `kick` token was cancelled: 1001 when the
 /// server is shutting down (which cancels every `kick`), else 1008 for a slow
 /// consumer the broker disconnected.
-pub(crate) fn kick_close(shutdown: &CancellationToken) -> (CloseCode, &'static str) {
+pub(crate) fn kick_close(shutdown: &CancellationToken) -> Reason {
     if shutdown.is_cancelled() {
-        (CloseCode::Away, "server shutting down")
+        Reason::ShuttingDown
     } else {
         tracing::debug!("disconnected as a slow consumer; closing with 1008");
-        (CloseCode::Policy, "slow consumer")
+        Reason::SlowConsumer
+    }
+}
+
+/// Why the server closes a connection: the code and the reason text of its Close
+/// frame. One byte rather than a code and a string, because the writer keeps it
+/// while it decides how to end, in a task that lives as long as the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// 1001: nothing arrived for `--idle-timeout`.
+    IdleTimeout,
+    /// 1001: the server is shutting down.
+    ShuttingDown,
+    /// 1008: disconnected as a slow consumer (`--slow-consumer disconnect`).
+    SlowConsumer,
+    /// 1011: location ①, the broker is gone.
+    BrokerUnavailable,
+    /// 1011: location ⑤, the broker no longer tracks this connection.
+    Deregistered,
+    /// 1011: the reader ended without a word (only a panic can do that).
+    InternalError,
+    /// 1009: a message or frame over the size limits.
+    TooBig,
+    /// 1007: a text message that is not UTF-8.
+    InvalidUtf8,
+    /// 1002: any other protocol violation.
+    ProtocolError,
+}
+
+impl Reason {
+    /// The Close frame's status code.
+    pub(crate) fn code(self) -> CloseCode {
+        match self {
+            Self::IdleTimeout | Self::ShuttingDown => CloseCode::Away,
+            Self::SlowConsumer => CloseCode::Policy,
+            Self::BrokerUnavailable | Self::Deregistered | Self::InternalError => CloseCode::Error,
+            Self::TooBig => CloseCode::Size,
+            Self::InvalidUtf8 => CloseCode::Invalid,
+            Self::ProtocolError => CloseCode::Protocol,
+        }
+    }
+
+    /// The Close frame's reason text.
+    pub(crate) fn text(self) -> &'static str {
+        match self {
+            Self::IdleTimeout => "idle timeout",
+            Self::ShuttingDown => "server shutting down",
+            Self::SlowConsumer => "slow consumer",
+            Self::BrokerUnavailable => "broker unavailable",
+            Self::Deregistered => "deregistered by the broker",
+            Self::InternalError => "internal error",
+            Self::TooBig => "message too big",
+            Self::InvalidUtf8 => "invalid UTF-8",
+            Self::ProtocolError => "protocol error",
+        }
     }
 }
 
@@ -72,12 +126,12 @@ pub(crate) enum Stop {
     /// vanished: there is nothing left for the writer to send.
     PeerGone,
     /// Send this Close frame now, then end.
-    Close(CloseCode, &'static str),
+    Close(Reason),
     /// First deliver what the broker already queued for this connection (until the
     /// broker, handling the reader's deregistration, closes the outbox), then send
     /// this Close frame. Used for protocol errors, so that messages the client sent
     /// before its bad frame are still echoed to it, in order (RFC 6455 strictness).
-    CloseAfterDrain(CloseCode, &'static str),
+    CloseAfterDrain(Reason),
 }
 
 /// Everything a connection needs from the server.
@@ -197,9 +251,11 @@ impl Connection {
                 None => {
                     // Location ①: the broker is gone before we could even register.
                     tracing::debug!("broker gone before registration");
-                    if self.stop_tx.take().is_some_and(|tx| {
-                        tx.send(Stop::Close(CloseCode::Error, "broker unavailable")).is_err()
-                    }) {
+                    if self
+                        .stop_tx
+                        .take()
+                        .is_some_and(|tx| tx.send(Stop::Close(Reason::BrokerUnavailable)).is_err())
+                    {
                         tracing::debug!("writer already ended");
                     }
                     None

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::socket::ReadSide;
-use super::{CLOSE_LINGER, Context, Stop};
+use super::{CLOSE_LINGER, Context, Reason, Stop};
 use crate::broker::{Command, ConnId, Op};
 
 /// What a reader needs besides its socket and its stop sender, owned by the
@@ -84,7 +84,7 @@ impl Reader {
                             break;
                         }
                         tracing::debug!("idle timeout; closing with 1001");
-                        signal(&mut stop_tx, Stop::Close(CloseCode::Away, "idle timeout"));
+                        signal(&mut stop_tx, Stop::Close(Reason::IdleTimeout));
                         continue;
                     }
                     item = ws_rx.next() => item,
@@ -116,10 +116,11 @@ impl Reader {
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                     Some(Err(e)) => {
-                        match close_code_for(&e) {
-                            Some((code, reason)) => {
+                        match close_reason_for(&e) {
+                            Some(reason) => {
+                                let code = reason.code();
                                 tracing::debug!(error = %e, "protocol violation; closing with {code}");
-                                signal(&mut stop_tx, Stop::CloseAfterDrain(code, reason));
+                                signal(&mut stop_tx, Stop::CloseAfterDrain(reason));
                             }
                             None => {
                                 tracing::debug!(error = %e, "connection lost");
@@ -184,15 +185,14 @@ impl Reader {
 impl Reader {
     /// The stop owed once `kick` is cancelled.
     fn kicked(&self) -> Stop {
-        let (code, reason) = super::kick_close(&self.ctx.shutdown);
-        Stop::Close(code, reason)
+        Stop::Close(super::kick_close(&self.ctx.shutdown))
     }
 }
 
 /// Location ①, `Err`: the broker is gone. Close with 1011.
 fn broker_gone(stop_tx: &mut Option<oneshot::Sender<Stop>>) {
     tracing::warn!("broker inbox closed; closing connection with 1011");
-    signal(stop_tx, Stop::Close(CloseCode::Error, "broker unavailable"));
+    signal(stop_tx, Stop::Close(Reason::BrokerUnavailable));
 }
 
 /// Sends the writer its stop instruction, once. A failed send means the writer has
@@ -212,15 +212,15 @@ pub(crate) fn deadline_after(after: Duration) -> Instant {
     now.checked_add(after).unwrap_or(now)
 }
 
-/// The close code owed to a peer whose input made tungstenite fail, per RFC 6455
+/// The Close owed to a peer whose input made tungstenite fail, per RFC 6455
 /// section 7.4.1; `None` when the connection itself is gone (nothing to send to).
-pub(crate) fn close_code_for(e: &WsError) -> Option<(CloseCode, &'static str)> {
+pub(crate) fn close_reason_for(e: &WsError) -> Option<Reason> {
     use tokio_tungstenite::tungstenite::error::ProtocolError;
     match e {
-        WsError::Capacity(_) => Some((CloseCode::Size, "message too big")),
-        WsError::Utf8(_) => Some((CloseCode::Invalid, "invalid UTF-8")),
+        WsError::Capacity(_) => Some(Reason::TooBig),
+        WsError::Utf8(_) => Some(Reason::InvalidUtf8),
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-        WsError::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
+        WsError::Protocol(_) => Some(Reason::ProtocolError),
         _ => None,
     }
 }

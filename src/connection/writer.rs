@@ -29,7 +29,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::frame::{self, Frame};
 use super::reader::deadline_after;
-use super::{CLOSE_LINGER, Stop, WRITE_BATCH};
+use super::{CLOSE_LINGER, Reason, Stop, WRITE_BATCH};
 
 /// What can tell the writer to stop. Only the reader does: the broker's slow-consumer
 /// kick and the server's shutdown reach the writer through the reader's `Stop`, so
@@ -66,7 +66,7 @@ pub(crate) struct Shared {
 }
 
 /// Why the write loop ended: with a Close frame to send, or with nothing to send.
-type Ending = Option<(CloseCode, &'static str)>;
+type Ending = Option<Reason>;
 
 /// Writes outbox frames and control frames to the socket until told to stop, the
 /// outbox closes, or the socket fails or stalls. Returns the code of the Close frame
@@ -118,9 +118,9 @@ pub(crate) fn run(
                 stop = &mut signals.stop_rx, if !stop_received => {
                     stop_received = true;
                     match stop {
-                        Ok(Stop::Close(code, reason)) => break Some((code, reason)),
-                        Ok(Stop::CloseAfterDrain(code, reason)) => {
-                            drain = Some((code, reason));
+                        Ok(Stop::Close(reason)) => break Some(reason),
+                        Ok(Stop::CloseAfterDrain(reason)) => {
+                            drain = Some(reason);
                             timer.as_mut().reset(deadline_after(CLOSE_LINGER));
                         }
                         Ok(Stop::PeerGone) if !control_open => break None,
@@ -128,7 +128,7 @@ pub(crate) fn run(
                             peer_gone = true;
                             timer.as_mut().reset(deadline_after(CLOSE_LINGER));
                         }
-                        Err(_) => break Some((CloseCode::Error, "internal error")),
+                        Err(_) => break Some(Reason::InternalError),
                     }
                 }
                 () = &mut timer => {
@@ -166,7 +166,7 @@ pub(crate) fn run(
                             None if signals.kick.is_cancelled() => super::kick_close(&ctx.shutdown),
                             None => {
                                 tracing::debug!("outbox closed by the broker; closing with 1011");
-                                (CloseCode::Error, "deregistered by the broker")
+                                Reason::Deregistered
                             }
                         });
                     }
@@ -178,8 +178,9 @@ pub(crate) fn run(
                 }
             }
         };
-        let (code, reason) = close?;
-        if write_bytes(&mut socket, &frame::close(code, reason), ctx.write_timeout).await {
+        let reason = close?;
+        let code = reason.code();
+        if write_bytes(&mut socket, &frame::close(code, reason.text()), ctx.write_timeout).await {
             Some(code)
         } else {
             tracing::debug!("could not send Close {code}");
