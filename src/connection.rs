@@ -143,8 +143,6 @@ pub(crate) struct Context {
     pub outbox_capacity: usize,
     /// Close a connection from which nothing arrives for this long.
     pub idle_timeout: Duration,
-    /// Cancelled when the server shuts down; every connection's `kick` is a child.
-    pub shutdown: CancellationToken,
     /// What every writer shares.
     pub writer: Arc<writer::Shared>,
     /// Counts closes by code.
@@ -194,7 +192,7 @@ pub(crate) fn open(
     // To the reader: cancelled by the broker to disconnect a slow consumer
     // (`--slow-consumer disconnect`: Close 1008), or with its parent at shutdown
     // (1001). The reader then tells the writer which Close to send.
-    let kick = ctx.shutdown.child_token();
+    let kick = ctx.writer.shutdown.child_token();
 
     let signals = writer::Signals { stop_rx, kick: kick.clone(), _done: writer_done.clone().drop_guard() };
     let writer = tokio::spawn(

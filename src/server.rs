@@ -142,7 +142,6 @@ impl Server {
             broker_tx,
             outbox_capacity: config.outbox_capacity,
             idle_timeout: config.idle_timeout,
-            shutdown: shutdown_token.clone(),
             writer: Arc::new(connection::writer::Shared {
                 shutdown: shutdown_token.clone(),
                 ping_interval: config.ping_interval,

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{EVENT_TIMEOUT, TestServer, expect_close};
+use common::{TestServer, expect_close};
 use futures_util::SinkExt;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
@@ -78,13 +78,13 @@ async fn shutdown_reaches_a_reader_waiting_for_room_in_the_broker_inbox() {
     let mut client = server.join("/wait").await;
     let (release_tx, release_rx) = oneshot::channel();
     assert!(server.handle.inject(Hook::Pause { release_rx }).await);
-    wait_for_inbox_depth(&server, 0, "the broker takes the pause").await;
+    server.wait_inbox_depth(0, "the broker to take the pause").await;
     // Two messages in one write: the first fills the one-slot inbox, and the reader,
     // in the same pass, finds the inbox full for the second and waits for room.
     client.feed(Message::text("fills the inbox")).await.unwrap();
     client.feed(Message::text("waits for room")).await.unwrap();
     client.flush().await.unwrap();
-    wait_for_inbox_depth(&server, 1, "the first message reaches the paused broker's inbox").await;
+    server.wait_inbox_depth(1, "the first message in the paused broker's inbox").await;
 
     // Shut down while the broker is still paused: only the reader can pass the
     // shutdown on. Released afterwards, so that the broker, too, can end.
@@ -92,15 +92,4 @@ async fn shutdown_reaches_a_reader_waiting_for_room_in_the_broker_inbox() {
     assert_eq!(expect_close(&mut client).await, CloseCode::Away);
     drop(release_tx);
     shutdown.await.unwrap().expect("clean shutdown");
-}
-
-/// Waits until the broker's inbox holds exactly `depth` commands.
-async fn wait_for_inbox_depth(server: &TestServer, depth: usize, what: &str) {
-    let waited = tokio::time::timeout(EVENT_TIMEOUT, async {
-        while server.handle.inbox_depth() != depth {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "timed out: {what}");
 }

@@ -185,7 +185,7 @@ impl Reader {
 impl Reader {
     /// The stop owed once `kick` is cancelled.
     fn kicked(&self) -> Stop {
-        Stop::Close(super::kick_close(&self.ctx.shutdown))
+        Stop::Close(super::kick_close(&self.ctx.writer.shutdown))
     }
 }
 

@@ -54,7 +54,8 @@ pub(crate) struct Signals {
 /// (for at most `write_timeout`) must not keep the broker alive past shutdown.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    /// The server's shutdown token, only to name the Close owed after a `kick`.
+    /// Cancelled when the server shuts down. Every connection's `kick` is a child of
+    /// it; the writer reads it only to name the Close owed after a `kick`.
     pub shutdown: CancellationToken,
     /// Ping the peer this often.
     pub ping_interval: Duration,
@@ -196,7 +197,7 @@ pub(crate) fn run(
 /// writer ends without a Close.
 ///
 /// A plain enum rather than an `async fn`, so that the writer's task holds these
-/// 24 bytes while writing instead of the whole state of the write.
+/// 16 bytes while writing instead of the whole state of the write.
 enum Written<'a> {
     Done(bool),
     Waiting(Pin<Box<dyn Future<Output = bool> + Send + 'a>>),

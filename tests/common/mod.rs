@@ -89,6 +89,16 @@ impl TestServer {
         self.wait_stats(|s| s.members(room) == n, &format!("{room} to have {n} members")).await;
     }
 
+    /// Waits until the broker's inbox holds exactly `depth` commands. Read from the
+    /// server handle, not through the broker, so it works while the broker is paused.
+    pub async fn wait_inbox_depth(&self, depth: usize, what: &str) {
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        while self.handle.inbox_depth() != depth {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// Polls the broker's stats until `pred` holds, failing after EVENT_TIMEOUT.
     pub async fn wait_stats(&self, pred: impl Fn(&BrokerStats) -> bool, what: &str) -> BrokerStats {
         let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
