@@ -15,6 +15,7 @@
 //! fixed schedule, the *scheduled* time, so that coordinated omission is not hidden),
 //! then a flag byte: 1 if sent inside the measurement window.
 
+mod pacer;
 mod procfs;
 mod ws;
 
@@ -101,6 +102,8 @@ struct Shared {
     /// Delivery latency in microseconds, for messages received in the window.
     latency_us: RefCell<Histogram<u64>>,
     errors: Cell<u64>,
+    /// Wakes fixed-schedule publishers at their scheduled times.
+    pacer: pacer::Pacer,
 }
 
 impl Shared {
@@ -191,6 +194,7 @@ async fn traffic(args: &Args) -> Result<serde_json::Value, String> {
         sent_in_window: RefCell::new(vec![0; args.rooms]),
         latency_us: RefCell::new(Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?),
         errors: Cell::new(0),
+        pacer: pacer::Pacer::start().map_err(|e| format!("pacer thread: {e}"))?,
     });
     let members_per_room = args.subscribers.saturating_add(args.publishers);
 
@@ -413,9 +417,8 @@ async fn publish_loop(mut w: OwnedWriteHalf, p: Publisher, publishers: usize, sh
                 (PUBLISH_BATCH, in_window)
             }
             Some(period) => {
-                if next > Instant::now() {
-                    tokio::time::sleep_until(next.into()).await;
-                }
+                // Precisely: see `pacer` for why not tokio's timer.
+                shared.pacer.sleep_until(next).await;
                 let scheduled =
                     u64::try_from(next.saturating_duration_since(shared.epoch).as_nanos()).unwrap_or(0);
                 next = next.checked_add(period).unwrap_or(next);
