@@ -148,6 +148,26 @@ async fn every_ping_gets_its_own_pong_in_order() {
     server.shutdown().await.unwrap();
 }
 
+/// A Pong owed for a Ping read before a message is complete goes out before that
+/// message's delivery (what Autobahn's cases 5.6 and 5.19 check): the writer looks
+/// at the control frames before each batch from the outbox. Ping and message go out
+/// in one write, so both are usually queued before the writer wakes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pong_goes_out_before_a_message_published_after_its_ping() {
+    let server = TestServer::start().await;
+    let mut ws = server.join("/pong-first").await;
+    for i in 0..100u8 {
+        ws.feed(Message::Ping(vec![i].into())).await.unwrap();
+        ws.feed(Message::binary(vec![i])).await.unwrap();
+        ws.flush().await.unwrap();
+        for expected in [Message::Pong(vec![i].into()), Message::binary(vec![i])] {
+            let got = tokio::time::timeout(common::EVENT_TIMEOUT, ws.next()).await.unwrap().unwrap().unwrap();
+            assert_eq!(got, expected, "round {i}");
+        }
+    }
+    server.shutdown().await.unwrap();
+}
+
 /// Messages of every size class, pipelined in large writes, arrive whole and in
 /// order whatever the read window: smaller than a frame header (1 byte), the
 /// default, and larger than the per-thread scratch buffer (read straight into the

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::StreamExt as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
@@ -69,6 +69,23 @@ pub(crate) struct Shared {
 /// Why the write loop ended: with a Close frame to send, or with nothing to send.
 type Ending = Option<Reason>;
 
+/// What woke the writer, in order of precedence.
+enum Event {
+    /// The reader's instruction; `None` if the reader dropped its sender.
+    Stop(Option<Stop>),
+    /// The ping timer, or the end of the grace period.
+    Timer,
+    /// Control frames from the protocol layer; `None` once the reader is gone.
+    Control(Option<Frame>),
+    /// This many frames were moved from the outbox into the batch; 0 when it closed.
+    Outbox(usize),
+}
+
+/// At most this many rounds in a row take outbox frames without the stop signal,
+/// the timer and the control channel being polled (each round takes up to
+/// `WRITE_BATCH` frames).
+const SIGNALS_AT_LEAST_EVERY: u8 = 16;
+
 /// Writes outbox frames and control frames to the socket until told to stop, the
 /// outbox closes, or the socket fails or stalls. Returns the code of the Close frame
 /// it sent, if any.
@@ -113,26 +130,84 @@ pub(crate) fn run(
         // Until tungstenite's side (the reader) is gone.
         let mut control_open = true;
 
+        // Rounds in a row that found outbox frames without polling the signals.
+        let mut outbox_rounds: u8 = 0;
+
         let close: Ending = loop {
-            tokio::select! {
-                biased;
-                stop = &mut signals.stop_rx, if !stop_received => {
-                    stop_received = true;
-                    match stop {
-                        Ok(Stop::Close(reason)) => break Some(reason),
-                        Ok(Stop::CloseAfterDrain(reason)) => {
-                            drain = Some(reason);
-                            timer.as_mut().reset(deadline_after(CLOSE_LINGER));
+            let event = std::future::poll_fn(|cx| {
+                // While frames keep coming, the outbox is polled first, so that a
+                // wake-up for a message does not poll the stop oneshot, the timer
+                // and the control channel as well: they registered with this task
+                // when the outbox last ran dry, and any of them that fires since
+                // wakes the task again. Every `SIGNALS_AT_LEAST_EVERY` rounds (and
+                // whenever the outbox is empty) they are polled first, in their
+                // order of precedence, so a busy outbox cannot starve a stop, a
+                // ping or a pong.
+                //
+                // A closed outbox (0 frames) is not taken here: the signals decide
+                // first what its closing means (after the reader's stop it is the
+                // reader's own leave, not location ⑤).
+                let mut outbox_pending = false;
+                if outbox_rounds < SIGNALS_AT_LEAST_EVERY && !peer_gone {
+                    // Control frames still go before outbox frames (a look, without
+                    // registering): the Pong for a Ping read before a message was
+                    // complete must reach the client before that message (Autobahn
+                    // cases 5.6 and 5.19).
+                    if control_open {
+                        if let Ok(frames) = control_rx.try_recv() {
+                            return Poll::Ready(Event::Control(Some(frames)));
                         }
-                        Ok(Stop::PeerGone) if !control_open => break None,
-                        Ok(Stop::PeerGone) => {
-                            peer_gone = true;
-                            timer.as_mut().reset(deadline_after(CLOSE_LINGER));
+                    }
+                    match outbox_rx.poll_recv_many(cx, &mut batch, WRITE_BATCH) {
+                        Poll::Ready(0) => {}
+                        Poll::Ready(n) => {
+                            outbox_rounds = outbox_rounds.saturating_add(1);
+                            return Poll::Ready(Event::Outbox(n));
                         }
-                        Err(_) => break Some(Reason::InternalError),
+                        Poll::Pending => outbox_pending = true,
                     }
                 }
-                () = &mut timer => {
+                outbox_rounds = 0;
+                // Polled only until it has completed: a tokio oneshot panics if
+                // polled again after that.
+                if !stop_received {
+                    if let Poll::Ready(stop) = Pin::new(&mut signals.stop_rx).poll(cx) {
+                        stop_received = true;
+                        return Poll::Ready(Event::Stop(stop.ok()));
+                    }
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Timer);
+                }
+                if control_open {
+                    if let Poll::Ready(frames) = control_rx.poll_next_unpin(cx) {
+                        return Poll::Ready(Event::Control(frames));
+                    }
+                }
+                if !peer_gone && !outbox_pending {
+                    if let Poll::Ready(n) = outbox_rx.poll_recv_many(cx, &mut batch, WRITE_BATCH) {
+                        return Poll::Ready(Event::Outbox(n));
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::Stop(stop) => match stop {
+                    Some(Stop::Close(reason)) => break Some(reason),
+                    Some(Stop::CloseAfterDrain(reason)) => {
+                        drain = Some(reason);
+                        timer.as_mut().reset(deadline_after(CLOSE_LINGER));
+                    }
+                    Some(Stop::PeerGone) if !control_open => break None,
+                    Some(Stop::PeerGone) => {
+                        peer_gone = true;
+                        timer.as_mut().reset(deadline_after(CLOSE_LINGER));
+                    }
+                    // The reader is gone without a word.
+                    None => break Some(Reason::InternalError),
+                },
+                Event::Timer => {
                     if drain.is_some() || peer_gone {
                         // The grace period is over. Drain: send the Close now. Peer
                         // gone: end without one.
@@ -143,35 +218,34 @@ pub(crate) fn run(
                     }
                     timer.as_mut().reset(deadline_after(ctx.ping_interval));
                 }
-                control = control_rx.next(), if control_open => match control {
-                    Some(frames) => {
-                        if !write_bytes(&mut socket, &frames, ctx.write_timeout).await {
-                            break None;
+                Event::Control(Some(frames)) => {
+                    if !write_bytes(&mut socket, &frames, ctx.write_timeout).await {
+                        break None;
+                    }
+                }
+                // The reader's protocol layer is gone: nothing more will come from it.
+                Event::Control(None) => {
+                    control_open = false;
+                    if peer_gone {
+                        break None;
+                    }
+                }
+                Event::Outbox(0) => {
+                    // The broker dropped our outbox sender: after a drain that is the
+                    // reader's Close; after a kick, the Close the reader is about to
+                    // ask for; otherwise location ⑤.
+                    break Some(match drain {
+                        Some(close) => close,
+                        None if signals.kick.is_cancelled() => super::kick_close(&ctx.shutdown),
+                        None => {
+                            tracing::debug!("outbox closed by the broker; closing with 1011");
+                            Reason::Deregistered
                         }
-                    }
-                    // The reader's protocol layer is gone: nothing more will come from it.
-                    None => {
-                        control_open = false;
-                        if peer_gone {
-                            break None;
-                        }
-                    }
-                },
-                n = std::future::poll_fn(|cx| outbox_rx.poll_recv_many(cx, &mut batch, WRITE_BATCH)), if !peer_gone => {
-                    if n == 0 {
-                        // The broker dropped our outbox sender: after a drain that is the
-                        // reader's Close; after a kick, the Close the reader is about to
-                        // ask for; otherwise location ⑤.
-                        break Some(match drain {
-                            Some(close) => close,
-                            None if signals.kick.is_cancelled() => super::kick_close(&ctx.shutdown),
-                            None => {
-                                tracing::debug!("outbox closed by the broker; closing with 1011");
-                                Reason::Deregistered
-                            }
-                        });
-                    }
-                    let written = write_frames(&mut socket, &batch, ctx.write_buffer, ctx.write_timeout).await;
+                    });
+                }
+                Event::Outbox(_) => {
+                    let written =
+                        write_frames(&mut socket, &batch, ctx.write_buffer, ctx.write_timeout).await;
                     batch.clear();
                     if !written {
                         break None;
@@ -270,6 +344,11 @@ fn write_frames<'a>(
     coalesce_limit: usize,
     limit: Duration,
 ) -> Written<'a> {
+    // One frame (the usual batch when messages arrive slower than they are written):
+    // its shared bytes go out as they are, with no copy and no buffer to allocate.
+    if let [only] = frames {
+        return write_bytes(socket, only, limit);
+    }
     let total = frames.iter().fold(0usize, |sum, f| sum.saturating_add(f.len()));
     if total > coalesce_limit {
         return Written::Waiting(Box::pin(bounded(limit, write_vectored_all(socket, frames))));

@@ -424,7 +424,7 @@ fn check_inventory(root: &Path) -> Vec<Guard> {
             "tokio's `oneshot::Receiver` panics when polled after it completed",
             "the writer polls `stop_rx` only until it has received (`stop_received`)",
             "src/connection/writer.rs",
-            "stop = &mut signals.stop_rx, if !stop_received",
+            "if let Poll::Ready(stop) = Pin::new(&mut signals.stop_rx).poll(cx)",
         ),
         guard(
             "a `JoinHandle` panics when polled after it completed",
