@@ -3,14 +3,15 @@
 //! ```text
 //!  socket ──► reader ──(broker inbox, bounded)──► broker ──(outbox, bounded)──► writer ──► socket
 //!             ▲ │  └──────────── stop_tx (oneshot: "send this Close and end") ────────► │
-//!             │ ◄──────────────── writer_done (token, cancelled when the writer ends) ──┘
+//!             │ ◄──────────────── writer_done (oneshot, dropped when the writer ends) ──┘
 //!             └── kick (token: the broker's slow-consumer disconnect, or shutdown)
 //! ```
 //!
 //! The two tasks stop each other by signalling, never by `abort()`, so the writer can
 //! always send its Close frame: the reader tells the writer which Close to send
-//! through a oneshot; the writer cancels `writer_done` when it ends for any reason
-//! (including a panic, through a drop guard), which makes the reader wind down.
+//! through a oneshot; the writer drops its `writer_done` sender when it ends for any
+//! reason (a panic included: unwinding drops it too), which makes the reader wind
+//! down.
 //! Whoever else ends a connection tells the reader, through `kick`, a child of the
 //! server's shutdown token: the broker cancels it for a slow consumer (1008), the
 //! server's shutdown cancels every one (1001). The writer waits on nothing else than
@@ -187,21 +188,25 @@ pub(crate) fn open(
     // Reader to writer: which Close to send before ending. Dropping the sender (the
     // reader ended without a word, e.g. it panicked) also stops the writer.
     let (stop_tx, stop_rx) = oneshot::channel();
-    // Writer to reader: cancelled when the writer ends, whatever the reason.
-    let writer_done = CancellationToken::new();
+    // Writer to reader: completes when the writer ends, whatever the reason (its
+    // sender is dropped; nothing is ever sent). A oneshot rather than a token: the
+    // reader keeps it registered for the connection's life at the cost of an atomic
+    // load per poll, with no lock and no registering anew for every message.
+    let (writer_done_tx, writer_done) = oneshot::channel();
     // To the reader: cancelled by the broker to disconnect a slow consumer
     // (`--slow-consumer disconnect`: Close 1008), or with its parent at shutdown
     // (1001). The reader then tells the writer which Close to send.
     let kick = ctx.writer.shutdown.child_token();
 
-    let signals = writer::Signals { stop_rx, kick: kick.clone(), _done: writer_done.clone().drop_guard() };
+    let signals = writer::Signals { stop_rx, kick: kick.clone(), _done: writer_done_tx };
     let writer = tokio::spawn(
         writer::run(write_half, outbox_rx, control_rx, signals, Arc::clone(&ctx.writer)).in_current_span(),
     );
     tracing::debug!(conn = id.0, room = %room, %peer, "connection open");
     drop(_entered);
     let connection = Connection {
-        reader: reader::Reader { id, room, ctx: Arc::clone(ctx), kick, writer_done },
+        reader: reader::Reader { id, room, ctx: Arc::clone(ctx), kick },
+        writer_done,
         ws_rx: Some(ws_rx),
         outbox_tx: Some(outbox_tx),
         stop_tx: Some(stop_tx),
@@ -224,6 +229,8 @@ struct Connection {
     /// Handed to the broker in the registration, sent first.
     outbox_tx: Option<mpsc::Sender<Frame>>,
     stop_tx: Option<oneshot::Sender<Stop>>,
+    /// Completes (with an error: nothing is ever sent) when the writer ends.
+    writer_done: oneshot::Receiver<()>,
     writer: JoinHandle<Option<CloseCode>>,
 }
 
@@ -245,7 +252,7 @@ impl Connection {
             };
             let ws_rx = if joined { self.ws_rx.as_mut() } else { None };
             let peer_close = match ws_rx {
-                Some(ws_rx) => me.run(ws_rx, self.stop_tx.take()).await,
+                Some(ws_rx) => me.run(ws_rx, self.stop_tx.take(), &mut self.writer_done).await,
                 None => {
                     // Location ①: the broker is gone before we could even register.
                     tracing::debug!("broker gone before registration");

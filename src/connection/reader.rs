@@ -8,10 +8,12 @@
 //!   nothing reads this socket, so the kernel's receive buffer fills and TCP flow
 //!   control stops the client: the server holds at most one message per reader.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::StreamExt as _;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -35,15 +37,28 @@ pub(crate) struct Reader {
     /// Cancelled by the broker to disconnect this connection as a slow consumer, and
     /// with the server's shutdown token, its parent, when the server shuts down.
     pub kick: CancellationToken,
-    /// Cancelled when the writer ends, whatever the reason.
-    pub writer_done: CancellationToken,
 }
+
+/// What woke the reader.
+enum Wake {
+    WriterDone,
+    Kicked,
+    Deadline,
+    /// A frame, or the end of the stream; `true` if taken before the signals.
+    Item(Option<Result<Message, WsError>>, bool),
+}
+
+/// At most this many frames in a row are read without the writer's end, `kick` and
+/// the deadline being polled.
+const SIGNALS_AT_LEAST_EVERY: u8 = 16;
 
 impl Reader {
     /// Reads client messages and forwards data messages to the broker until the
     /// connection ends. Returns the code of the peer's Close frame, if it sent one
     /// (1005, "no status", for a Close without a code). `stop_tx` is consumed when
-    /// the reader decides how the writer should end.
+    /// the reader decides how the writer should end; `writer_done` completes when
+    /// the writer has ended, and is polled only until then (a tokio oneshot panics
+    /// when polled again after it completed): not once `lingering` is set.
     ///
     /// A plain function returning an `async move` block, like `Connection::run`: an
     /// `async fn` stores its arguments twice in the connection's task, which lives
@@ -53,9 +68,9 @@ impl Reader {
         &'a self,
         ws_rx: &'a mut WebSocketStream<ReadSide>,
         mut stop_tx: Option<oneshot::Sender<Stop>>,
+        writer_done: &'a mut oneshot::Receiver<()>,
     ) -> impl Future<Output = Option<CloseCode>> + Send + 'a {
         async move {
-            let writer_done = &self.writer_done;
             let mut peer_close = None;
             // Set when the writer has ended: from then on we only wait (briefly) for
             // the peer to finish the close handshake.
@@ -66,80 +81,129 @@ impl Reader {
             let deadline = tokio::time::sleep_until(deadline_after(self.ctx.idle_timeout));
             tokio::pin!(deadline);
 
+            // Frames taken in a row before the signals were polled.
+            let mut reads: u8 = 0;
+
             loop {
-                let item = tokio::select! {
-                    biased;
-                    () = writer_done.cancelled(), if !lingering => {
-                        lingering = true;
-                        deadline.as_mut().reset(deadline_after(CLOSE_LINGER));
-                        continue;
-                    }
-                    () = self.kick.cancelled(), if !lingering && stop_tx.is_some() => {
-                        signal(&mut stop_tx, self.kicked());
-                        continue;
-                    }
-                    () = &mut deadline, if lingering || stop_tx.is_some() => {
-                        if lingering {
-                            tracing::debug!("peer did not finish the close handshake in time");
-                            break;
+                // In a block of its own, so that nothing in it (the poll's result,
+                // the frame) is held in the task's state across the wait below.
+                let publish = {
+                    // Registered with the token only if it is polled, so only when
+                    // the socket has nothing to read.
+                    let kicked = self.kick.cancelled();
+                    tokio::pin!(kicked);
+                    // What the poll reads, copied in rather than borrowed: the poll's
+                    // captures are task state while it waits.
+                    let (signals_first, closing, stopped) =
+                        (reads >= SIGNALS_AT_LEAST_EVERY, lingering, stop_tx.is_none());
+                    let (rx, done, mut kicked, mut timer) =
+                        (&mut *ws_rx, &mut *writer_done, kicked.as_mut(), deadline.as_mut());
+                    let wake = std::future::poll_fn(move |cx| {
+                        // The socket first, so that a frame that is already there is
+                        // taken without polling the signals (they registered with
+                        // this task when the socket last ran dry, and wake it if they
+                        // fire). Every `SIGNALS_AT_LEAST_EVERY` frames, and whenever
+                        // the socket has nothing, the signals are polled first, in
+                        // their order of precedence, so a client that never stops
+                        // sending is still kicked and still learns that its writer
+                        // has ended.
+                        if !signals_first {
+                            if let Poll::Ready(item) = rx.poll_next_unpin(cx) {
+                                return Poll::Ready(Wake::Item(item, true));
+                            }
                         }
-                        tracing::debug!("idle timeout; closing with 1001");
-                        signal(&mut stop_tx, Stop::Close(Reason::IdleTimeout));
-                        continue;
-                    }
-                    item = ws_rx.next() => item,
-                };
-                if !lingering {
-                    deadline.as_mut().reset(deadline_after(self.ctx.idle_timeout));
-                }
-                // Decided synchronously, so that no message is held in the task's
-                // state across the wait below.
-                let publish = match item {
-                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                        if lingering || stop_tx.is_none() {
-                            // Closing: data after our Close is read only to reach the
-                            // peer's Close reply, and is not forwarded.
+                        if !closing && Pin::new(&mut *done).poll(cx).is_ready() {
+                            return Poll::Ready(Wake::WriterDone);
+                        }
+                        if !closing && !stopped && kicked.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Wake::Kicked);
+                        }
+                        if (closing || !stopped) && timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Wake::Deadline);
+                        }
+                        if signals_first {
+                            if let Poll::Ready(item) = rx.poll_next_unpin(cx) {
+                                return Poll::Ready(Wake::Item(item, false));
+                            }
+                        }
+                        Poll::Pending
+                    });
+                    let item = match wake.await {
+                        Wake::WriterDone => {
+                            lingering = true;
+                            deadline.as_mut().reset(deadline_after(CLOSE_LINGER));
                             continue;
                         }
-                        // Framed once here; every recipient's writer sends these same
-                        // bytes.
-                        let Some(frame) = super::frame::data(&message) else { continue };
-                        Command::Op(Op::Publish { from: self.id, room: Arc::clone(&self.room), frame })
-                    }
-                    // Pings are answered and Close frames replied to by the protocol
-                    // layer on the next read; pongs need nothing. Keep reading so
-                    // those flush.
-                    Some(Ok(Message::Close(frame))) => {
-                        peer_close = Some(frame.map_or(CloseCode::Status, |f| f.code));
-                        signal(&mut stop_tx, Stop::PeerGone);
-                        continue;
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                    Some(Err(e)) => {
-                        match close_reason_for(&e) {
-                            Some(reason) => {
-                                let code = reason.code();
-                                tracing::debug!(error = %e, "protocol violation; closing with {code}");
-                                signal(&mut stop_tx, Stop::CloseAfterDrain(reason));
-                            }
-                            None => {
-                                tracing::debug!(error = %e, "connection lost");
-                                signal(&mut stop_tx, Stop::PeerGone);
-                            }
+                        Wake::Kicked => {
+                            signal(&mut stop_tx, self.kicked());
+                            continue;
                         }
-                        break;
+                        Wake::Deadline => {
+                            if lingering {
+                                tracing::debug!("peer did not finish the close handshake in time");
+                                break;
+                            }
+                            tracing::debug!("idle timeout; closing with 1001");
+                            signal(&mut stop_tx, Stop::Close(Reason::IdleTimeout));
+                            continue;
+                        }
+                        Wake::Item(item, fast) => {
+                            reads = if fast { reads.saturating_add(1) } else { 0 };
+                            item
+                        }
+                    };
+                    if !lingering {
+                        deadline.as_mut().reset(deadline_after(self.ctx.idle_timeout));
                     }
-                    None => {
-                        // The stream ended: close handshake complete, or EOF.
-                        signal(&mut stop_tx, Stop::PeerGone);
-                        break;
+                    // Decided synchronously, so that no message is held in the task's
+                    // state across the wait below.
+                    match item {
+                        Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                            if lingering || stop_tx.is_none() {
+                                // Closing: data after our Close is read only to reach the
+                                // peer's Close reply, and is not forwarded.
+                                continue;
+                            }
+                            // Framed once here; every recipient's writer sends these same
+                            // bytes.
+                            let Some(frame) = super::frame::data(&message) else { continue };
+                            Command::Op(Op::Publish { from: self.id, room: Arc::clone(&self.room), frame })
+                        }
+                        // Pings are answered and Close frames replied to by the protocol
+                        // layer on the next read; pongs need nothing. Keep reading so
+                        // those flush.
+                        Some(Ok(Message::Close(frame))) => {
+                            peer_close = Some(frame.map_or(CloseCode::Status, |f| f.code));
+                            signal(&mut stop_tx, Stop::PeerGone);
+                            continue;
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                        Some(Err(e)) => {
+                            match close_reason_for(&e) {
+                                Some(reason) => {
+                                    let code = reason.code();
+                                    tracing::debug!(error = %e, "protocol violation; closing with {code}");
+                                    signal(&mut stop_tx, Stop::CloseAfterDrain(reason));
+                                }
+                                None => {
+                                    tracing::debug!(error = %e, "connection lost");
+                                    signal(&mut stop_tx, Stop::PeerGone);
+                                }
+                            }
+                            break;
+                        }
+                        None => {
+                            // The stream ended: close handshake complete, or EOF.
+                            signal(&mut stop_tx, Stop::PeerGone);
+                            break;
+                        }
                     }
                 };
                 let Some(publish) = self.try_forward(publish, &mut stop_tx) else { continue };
                 // Location ①, full: wait for room. Boxed because it is rare, and
                 // inline its state would size every connection's task for its whole
                 // life.
-                if Box::pin(self.wait_for_room(publish, &mut stop_tx)).await {
+                if Box::pin(self.wait_for_room(publish, &mut stop_tx, writer_done)).await {
                     lingering = true;
                     deadline.as_mut().reset(deadline_after(CLOSE_LINGER));
                 }
@@ -164,7 +228,13 @@ impl Reader {
     /// Location ①, full: waits until the broker's inbox has room for `publish`,
     /// which stops this socket being read meanwhile. Gives the message up when the
     /// connection is closing; returns whether that is because the writer ended.
-    async fn wait_for_room(&self, publish: Command, stop_tx: &mut Option<oneshot::Sender<Stop>>) -> bool {
+    /// Entered only while not lingering, so `writer_done` has not completed yet.
+    async fn wait_for_room(
+        &self,
+        publish: Command,
+        stop_tx: &mut Option<oneshot::Sender<Stop>>,
+        writer_done: &mut oneshot::Receiver<()>,
+    ) -> bool {
         tokio::select! {
             biased;
             sent = self.ctx.broker_tx.send(publish) => {
@@ -173,7 +243,7 @@ impl Reader {
                 }
                 false
             }
-            () = self.writer_done.cancelled() => true,
+            _ = writer_done => true,
             () = self.kick.cancelled() => {
                 signal(stop_tx, self.kicked());
                 false

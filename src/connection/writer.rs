@@ -2,7 +2,7 @@
 //!
 //! Failure location ⑤ lives here: `recv` on the outbox returns `None` when the broker
 //! no longer holds this connection's sender (it deregistered us, or the broker itself
-//! is gone). The writer then sends Close 1011 and ends; ending cancels `writer_done`,
+//! is gone). The writer then sends Close 1011 and ends; ending drops `writer_done`,
 //! which stops the reader, and the reader then deregisters (a no-op if the broker
 //! already forgot us).
 //!
@@ -25,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, Frame};
 use super::reader::deadline_after;
@@ -45,8 +45,9 @@ pub(crate) struct Signals {
     /// broker closes the outbox before the reader's `Stop` arrives, that this is a
     /// slow-consumer disconnect (1008) and not location ⑤ (1011).
     pub kick: CancellationToken,
-    /// Cancels the reader's `writer_done` token when the writer returns or unwinds.
-    pub _done: DropGuard,
+    /// Dropped when the writer returns or unwinds, which completes the reader's
+    /// `writer_done`; nothing is ever sent on it.
+    pub _done: oneshot::Sender<()>,
 }
 
 /// What every writer shares, behind one `Arc` so that each writer task holds 8
@@ -105,9 +106,9 @@ pub(crate) fn run(
     ctx: Arc<Shared>,
 ) -> impl Future<Output = Option<CloseCode>> + Send {
     async move {
-        // Captures `signals` whole: its drop guard must live as long as this task
+        // Captures `signals` whole: its `_done` sender must live as long as this task
         // (the block would otherwise capture only the fields it reads, and the
-        // guard, dropped at once, would tell the reader that the writer had ended).
+        // sender, dropped at once, would tell the reader that the writer had ended).
         let _ = &signals;
         // Empty until the first message: `recv_many` reserves on first use, so an idle
         // connection holds no batch buffer (measured: 2 KiB per idle connection).

@@ -427,6 +427,18 @@ fn check_inventory(root: &Path) -> Vec<Guard> {
             "if let Poll::Ready(stop) = Pin::new(&mut signals.stop_rx).poll(cx)",
         ),
         guard(
+            "tokio's `oneshot::Receiver` panics when polled after it completed",
+            "the reader polls `writer_done` only until it completes, which sets `lingering`",
+            "src/connection/reader.rs",
+            "if !lingering && Pin::new(&mut *writer_done).poll(cx).is_ready()",
+        ),
+        guard(
+            "tokio's `oneshot::Receiver` panics when polled after it completed",
+            "the wait for room in the broker's inbox is entered only while not lingering, and its completing `writer_done` sets `lingering`",
+            "src/connection/reader.rs",
+            "_ = writer_done => true,",
+        ),
+        guard(
             "a `JoinHandle` panics when polled after it completed",
             "the connection awaits its writer's handle once, after the reader has ended",
             "src/connection.rs",
