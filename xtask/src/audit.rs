@@ -428,9 +428,9 @@ fn check_inventory(root: &Path) -> Vec<Guard> {
         ),
         guard(
             "tokio's `oneshot::Receiver` panics when polled after it completed",
-            "the reader polls `writer_done` only until it completes, which sets `lingering`",
+            "the reader polls `writer_done` only while not closing (`lingering`), which its completing sets",
             "src/connection/reader.rs",
-            "if !lingering && Pin::new(&mut *writer_done).poll(cx).is_ready()",
+            "if !closing && Pin::new(&mut *done).poll(cx).is_ready()",
         ),
         guard(
             "tokio's `oneshot::Receiver` panics when polled after it completed",
