@@ -409,3 +409,85 @@ async fn write_vectored_all(socket: &mut OwnedWriteHalf, frames: &[Frame]) -> io
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[expect(
+    clippy::arithmetic_side_effects,
+    reason = "test code: byte counts and offsets in a test's own small buffer"
+)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// While frames keep coming the writer takes them before its other signals, but a
+    /// busy outbox must not starve the reader's stop. Here the outbox is refilled to
+    /// capacity while every write waits for a slow peer, and the Close asked for must
+    /// still arrive (after at most `SIGNALS_AT_LEAST_EVERY` rounds) while frames keep
+    /// coming. One thread, so the order of events is the same on every run.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_busy_outbox_does_not_starve_the_stop() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = tokio::net::TcpSocket::new_v4().unwrap();
+        peer.set_recv_buffer_size(4096).unwrap();
+        let (peer, accepted) = tokio::join!(peer.connect(listener.local_addr().unwrap()), listener.accept());
+        let (mut peer, (server_side, _)) = (peer.unwrap(), accepted.unwrap());
+        let (_read_half, write_half) = server_side.into_split();
+
+        // Room for 256 batches: refilled whenever the writer waits for the socket, it
+        // holds more than the socket buffers (at most 4 MiB by default) can take
+        // without a wait, so it is never empty when the writer looks.
+        let (outbox_tx, outbox_rx) = mpsc::channel(WRITE_BATCH * 256);
+        let (_control_tx, control_rx) = futures_channel::mpsc::channel(4);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (done_tx, _done_rx) = oneshot::channel();
+        let signals = Signals { stop_rx, kick: CancellationToken::new(), _done: done_tx };
+        let shared = Arc::new(Shared {
+            shutdown: CancellationToken::new(),
+            ping_interval: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+            write_buffer: 16 << 10,
+        });
+        let writer = tokio::spawn(run(write_half, outbox_rx, control_rx, signals, shared));
+        // Keeps the outbox full: it refills while the writer waits for the socket.
+        let data: Frame = Arc::new(vec![0x82, 64].into_iter().chain([7u8; 64]).collect());
+        let producer = tokio::spawn(async move { while outbox_tx.send(Arc::clone(&data)).await.is_ok() {} });
+
+        // Reads slowly (1 KiB at a time, yielding between reads), so that once the
+        // socket buffers are full every write waits; then asks for the Close.
+        let mut stop_tx = Some(stop_tx);
+        let (mut buf, mut chunk, mut read) = (Vec::new(), [0u8; 1024], 0usize);
+        let close = async {
+            loop {
+                let n = peer.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the writer ended without a Close");
+                buf.extend_from_slice(&chunk[..n]);
+                read += n;
+                if read > (16 << 20) {
+                    if let Some(tx) = stop_tx.take() {
+                        tx.send(Stop::Close(Reason::ShuttingDown)).unwrap();
+                    }
+                }
+                // Whole frames (all short here) at the front of the buffer.
+                let mut start = 0;
+                while let (Some(&b0), Some(&b1)) = (buf.get(start), buf.get(start + 1)) {
+                    let end = start + 2 + usize::from(b1 & 0x7f);
+                    if buf.len() < end {
+                        break;
+                    }
+                    if b0 & 0x0f == 0x8 {
+                        return u16::from_be_bytes([buf[start + 2], buf[start + 3]]);
+                    }
+                    start = end;
+                }
+                buf.drain(..start);
+                tokio::task::yield_now().await;
+            }
+        };
+        let code = tokio::time::timeout(Duration::from_secs(10), close)
+            .await
+            .expect("the busy outbox starved the stop");
+        assert_eq!(code, 1001);
+        assert_eq!(writer.await.unwrap(), Some(CloseCode::Away));
+        producer.abort();
+    }
+}
