@@ -23,11 +23,14 @@ pub(crate) mod socket;
 pub(crate) mod writer;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use futures_util::future::{Either, Ready, ready};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
@@ -142,8 +145,6 @@ pub(crate) struct Context {
     pub broker_tx: mpsc::Sender<Command>,
     /// Capacity of this connection's outbox.
     pub outbox_capacity: usize,
-    /// Close a connection from which nothing arrives for this long.
-    pub idle_timeout: Duration,
     /// What every writer shares.
     pub writer: Arc<writer::Shared>,
     /// Counts closes by code.
@@ -198,14 +199,19 @@ pub(crate) fn open(
     // (1001). The reader then tells the writer which Close to send.
     let kick = ctx.writer.shutdown.child_token();
 
-    let signals = writer::Signals { stop_rx, kick: kick.clone(), _done: writer_done_tx };
+    // When the peer was last heard from: stored by the reader, read by the writer,
+    // whose one timer serves both the pings and the idle deadline.
+    let heard = Arc::new(writer::Heard::now(&ctx.writer));
+
+    let signals =
+        writer::Signals { stop_rx, kick: kick.clone(), heard: Arc::clone(&heard), _done: writer_done_tx };
     let writer = tokio::spawn(
         writer::run(write_half, outbox_rx, control_rx, signals, Arc::clone(&ctx.writer)).in_current_span(),
     );
     tracing::debug!(conn = id.0, room = %room, %peer, "connection open");
     drop(_entered);
     let connection = Connection {
-        reader: reader::Reader { id, room, ctx: Arc::clone(ctx), kick },
+        reader: reader::Reader { id, room, ctx: Arc::clone(ctx), kick, heard },
         writer_done,
         ws_rx: Some(ws_rx),
         outbox_tx: Some(outbox_tx),
@@ -222,6 +228,23 @@ pub(crate) fn open(
 /// The peer's address is kept only in the tracing span, and the registration is
 /// built when it is sent, not kept: every byte here is held for the connection's
 /// whole life.
+/// Sends `command` to the broker's inbox: at once when it has room, or else in a
+/// boxed wait, whose state (tokio's `send` future is 248 bytes) would otherwise be
+/// part of every connection's task for the connection's whole life. Resolves to
+/// `false` when the broker is gone.
+fn to_broker(
+    tx: &mpsc::Sender<Command>,
+    command: Command,
+) -> Either<Ready<bool>, Pin<Box<dyn Future<Output = bool> + Send + '_>>> {
+    match tx.try_send(command) {
+        Ok(()) => Either::Left(ready(true)),
+        Err(TrySendError::Closed(_)) => Either::Left(ready(false)),
+        Err(TrySendError::Full(command)) => {
+            Either::Right(Box::pin(async move { tx.send(command).await.is_ok() }))
+        }
+    }
+}
+
 struct Connection {
     /// Who this connection is and what it is told by; the reader borrows it whole.
     reader: reader::Reader,
@@ -246,7 +269,7 @@ impl Connection {
                 Some(outbox_tx) => {
                     let (id, room, kick) = (me.id, Arc::clone(&me.room), me.kick.clone());
                     let join = Command::Op(Op::Join { id, room, outbox_tx, kick });
-                    me.ctx.broker_tx.send(join).await.is_ok()
+                    to_broker(&me.ctx.broker_tx, join).await
                 }
                 None => false,
             };
@@ -274,7 +297,7 @@ impl Connection {
             // the broker already dropped us (location ⑤); if the broker itself is gone
             // (location ①) there is nothing left to deregister from.
             let leave = Command::Op(Op::Leave { id: me.id, room: Arc::clone(&me.room) });
-            if me.ctx.broker_tx.send(leave).await.is_err() {
+            if !to_broker(&me.ctx.broker_tx, leave).await {
                 tracing::debug!("broker gone; nothing to deregister from");
             }
             let sent_close = match (&mut self.writer).await {

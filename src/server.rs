@@ -141,10 +141,11 @@ impl Server {
         let ctx = Arc::new(connection::Context {
             broker_tx,
             outbox_capacity: config.outbox_capacity,
-            idle_timeout: config.idle_timeout,
             writer: Arc::new(connection::writer::Shared {
                 shutdown: shutdown_token.clone(),
+                epoch: tokio::time::Instant::now(),
                 ping_interval: config.ping_interval,
+                idle_timeout: config.idle_timeout,
                 write_timeout: config.write_timeout,
                 write_buffer: config.write_buffer_size,
             }),

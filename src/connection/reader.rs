@@ -16,13 +16,14 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::socket::ReadSide;
+use super::writer::Heard;
 use super::{CLOSE_LINGER, Context, Reason, Stop};
 use crate::broker::{Command, ConnId, Op};
 
@@ -37,19 +38,23 @@ pub(crate) struct Reader {
     /// Cancelled by the broker to disconnect this connection as a slow consumer, and
     /// with the server's shutdown token, its parent, when the server shuts down.
     pub kick: CancellationToken,
+    /// When the peer was last heard from: touched for every frame read. The writer
+    /// keeps the idle deadline (its timer serves the pings too).
+    pub heard: Arc<Heard>,
 }
 
 /// What woke the reader.
 enum Wake {
     WriterDone,
     Kicked,
-    Deadline,
+    /// The close linger is over.
+    LingerOver,
     /// A frame, or the end of the stream; `true` if taken before the signals.
     Item(Option<Result<Message, WsError>>, bool),
 }
 
 /// At most this many frames in a row are read without the writer's end, `kick` and
-/// the deadline being polled.
+/// the linger deadline being polled.
 const SIGNALS_AT_LEAST_EVERY: u8 = 16;
 
 impl Reader {
@@ -75,11 +80,10 @@ impl Reader {
             // Set when the writer has ended: from then on we only wait (briefly) for
             // the peer to finish the close handshake.
             let mut lingering = false;
-            // One timer for both deadlines, to keep every connection's task small:
-            // until the writer ends, the idle deadline (reset by every frame that
-            // arrives, pongs included); then the end of the close linger.
-            let deadline = tokio::time::sleep_until(deadline_after(self.ctx.idle_timeout));
-            tokio::pin!(deadline);
+            // The end of the close linger, made when the writer ends: boxed, because
+            // inline its state would be part of every connection's task for the
+            // connection's whole life. (The idle deadline is the writer's.)
+            let mut linger: Option<Pin<Box<Sleep>>> = None;
 
             // Frames taken in a row before the signals were polled.
             let mut reads: u8 = 0;
@@ -96,8 +100,8 @@ impl Reader {
                     // captures are task state while it waits.
                     let (signals_first, closing, stopped) =
                         (reads >= SIGNALS_AT_LEAST_EVERY, lingering, stop_tx.is_none());
-                    let (rx, done, mut kicked, mut timer) =
-                        (&mut *ws_rx, &mut *writer_done, kicked.as_mut(), deadline.as_mut());
+                    let (rx, done, mut kicked, mut linger_end) =
+                        (&mut *ws_rx, &mut *writer_done, kicked.as_mut(), linger.as_mut());
                     let wake = std::future::poll_fn(move |cx| {
                         // The socket first, so that a frame that is already there is
                         // taken without polling the signals (they registered with
@@ -118,8 +122,10 @@ impl Reader {
                         if !closing && !stopped && kicked.as_mut().poll(cx).is_ready() {
                             return Poll::Ready(Wake::Kicked);
                         }
-                        if (closing || !stopped) && timer.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Wake::Deadline);
+                        if let Some(end) = linger_end.as_mut() {
+                            if end.as_mut().poll(cx).is_ready() {
+                                return Poll::Ready(Wake::LingerOver);
+                            }
                         }
                         if signals_first {
                             if let Poll::Ready(item) = rx.poll_next_unpin(cx) {
@@ -131,30 +137,24 @@ impl Reader {
                     let item = match wake.await {
                         Wake::WriterDone => {
                             lingering = true;
-                            deadline.as_mut().reset(deadline_after(CLOSE_LINGER));
+                            linger = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
                             continue;
                         }
                         Wake::Kicked => {
                             signal(&mut stop_tx, self.kicked());
                             continue;
                         }
-                        Wake::Deadline => {
-                            if lingering {
-                                tracing::debug!("peer did not finish the close handshake in time");
-                                break;
-                            }
-                            tracing::debug!("idle timeout; closing with 1001");
-                            signal(&mut stop_tx, Stop::Close(Reason::IdleTimeout));
-                            continue;
+                        Wake::LingerOver => {
+                            tracing::debug!("peer did not finish the close handshake in time");
+                            break;
                         }
                         Wake::Item(item, fast) => {
                             reads = if fast { reads.saturating_add(1) } else { 0 };
                             item
                         }
                     };
-                    if !lingering {
-                        deadline.as_mut().reset(deadline_after(self.ctx.idle_timeout));
-                    }
+                    // Any frame, pongs included, keeps the connection from idling out.
+                    self.heard.touch(&self.ctx.writer);
                     // Decided synchronously, so that no message is held in the task's
                     // state across the wait below.
                     match item {
@@ -205,7 +205,7 @@ impl Reader {
                 // life.
                 if Box::pin(self.wait_for_room(publish, &mut stop_tx, writer_done)).await {
                     lingering = true;
-                    deadline.as_mut().reset(deadline_after(CLOSE_LINGER));
+                    linger = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
                 }
             }
             peer_close

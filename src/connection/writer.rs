@@ -17,6 +17,7 @@
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use futures_util::StreamExt as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +47,9 @@ pub(crate) struct Signals {
     /// broker closes the outbox before the reader's `Stop` arrives, that this is a
     /// slow-consumer disconnect (1008) and not location ⑤ (1011).
     pub kick: CancellationToken,
+    /// When the reader last heard from the peer; the writer closes the connection
+    /// with 1001 once that is `idle_timeout` ago.
+    pub heard: Arc<Heard>,
     /// Dropped when the writer returns or unwinds, which completes the reader's
     /// `writer_done`; nothing is ever sent on it.
     pub _done: oneshot::Sender<()>,
@@ -58,13 +63,53 @@ pub(crate) struct Shared {
     /// Cancelled when the server shuts down. Every connection's `kick` is a child of
     /// it; the writer reads it only to name the Close owed after a `kick`.
     pub shutdown: CancellationToken,
+    /// The zero of every connection's [`Heard`] clock.
+    pub epoch: Instant,
     /// Ping the peer this often.
     pub ping_interval: Duration,
+    /// Close a connection from which nothing (no frame at all) arrives for this long.
+    pub idle_timeout: Duration,
     /// End the connection when a socket write does not complete in this time.
     pub write_timeout: Duration,
     /// `--write-buffer-size`: batches up to this many bytes are coalesced into one
     /// buffer per write.
     pub write_buffer: usize,
+}
+
+/// When a connection's peer was last heard from, in milliseconds since
+/// [`Shared::epoch`]. The reader stores the time of every frame it reads (one
+/// relaxed store); the writer, whose one timer serves both the pings and the idle
+/// deadline, reads it when that timer fires. Kept here rather than as a timer in the
+/// reader, whose 112-byte `Sleep` would be part of every connection's task state.
+#[derive(Debug)]
+pub(crate) struct Heard(AtomicU64);
+
+impl Heard {
+    /// Heard from just now.
+    pub(crate) fn now(ctx: &Shared) -> Self {
+        Self(AtomicU64::new(millis_since(ctx.epoch)))
+    }
+
+    /// Records that the peer was heard from just now.
+    pub(crate) fn touch(&self, ctx: &Shared) {
+        self.0.store(millis_since(ctx.epoch), Ordering::Relaxed);
+    }
+
+    /// When the connection is idle unless the peer is heard from again. Every
+    /// duration here is validated to at most a day, so this cannot overflow in
+    /// practice; if it ever did, "now" (act at once) is the safe answer.
+    fn idle_at(&self, ctx: &Shared) -> Instant {
+        let heard = Duration::from_millis(self.0.load(Ordering::Relaxed));
+        ctx.epoch
+            .checked_add(heard)
+            .and_then(|t| t.checked_add(ctx.idle_timeout))
+            .unwrap_or_else(Instant::now)
+    }
+}
+
+/// Whole milliseconds from `epoch` to now (saturating, never panicking).
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(Instant::now().saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Why the write loop ended: with a Close frame to send, or with nothing to send.
@@ -114,11 +159,12 @@ pub(crate) fn run(
         // connection holds no batch buffer (measured: 2 KiB per idle connection).
         let mut batch = Vec::new();
         // One timer, because every connection has one and its size counts: the next
-        // ping until a stop arrives, then the end of the grace period of the ending that
-        // stop asked for (only one stop is ever received; no pings during that second).
-        // A sleep reset after each ping rather than a tokio `Interval`, which boxes its
-        // sleep.
-        let timer = tokio::time::sleep_until(deadline_after(ctx.ping_interval));
+        // ping or the idle deadline, whichever is sooner, until a stop arrives; then
+        // the end of the grace period of the ending that stop asked for (only one stop
+        // is ever received; no pings during that second). A sleep reset as needed
+        // rather than a tokio `Interval`, which boxes its sleep.
+        let mut next_ping = deadline_after(ctx.ping_interval);
+        let timer = tokio::time::sleep_until(next_ping.min(signals.heard.idle_at(&ctx)));
         tokio::pin!(timer);
         let mut stop_received = false;
         // Set by `Stop::CloseAfterDrain`: the Close to send once the outbox is drained
@@ -214,10 +260,19 @@ pub(crate) fn run(
                         // gone: end without one.
                         break drain;
                     }
-                    if !write_bytes(&mut socket, &frame::ping(), ctx.write_timeout).await {
-                        break None;
+                    let now = Instant::now();
+                    let idle_at = signals.heard.idle_at(&ctx);
+                    if now >= idle_at {
+                        tracing::debug!("idle timeout; closing with 1001");
+                        break Some(Reason::IdleTimeout);
                     }
-                    timer.as_mut().reset(deadline_after(ctx.ping_interval));
+                    if now >= next_ping {
+                        if !write_bytes(&mut socket, &frame::ping(), ctx.write_timeout).await {
+                            break None;
+                        }
+                        next_ping = deadline_after(ctx.ping_interval);
+                    }
+                    timer.as_mut().reset(next_ping.min(idle_at));
                 }
                 Event::Control(Some(frames)) => {
                     if !write_bytes(&mut socket, &frames, ctx.write_timeout).await {
@@ -440,13 +495,16 @@ mod tests {
         let (_control_tx, control_rx) = futures_channel::mpsc::channel(4);
         let (stop_tx, stop_rx) = oneshot::channel();
         let (done_tx, _done_rx) = oneshot::channel();
-        let signals = Signals { stop_rx, kick: CancellationToken::new(), _done: done_tx };
         let shared = Arc::new(Shared {
             shutdown: CancellationToken::new(),
+            epoch: Instant::now(),
             ping_interval: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
             write_timeout: Duration::from_secs(10),
             write_buffer: 16 << 10,
         });
+        let heard = Arc::new(Heard::now(&shared));
+        let signals = Signals { stop_rx, kick: CancellationToken::new(), heard, _done: done_tx };
         let writer = tokio::spawn(run(write_half, outbox_rx, control_rx, signals, shared));
         // Keeps the outbox full: it refills while the writer waits for the socket.
         let data: Frame = Arc::new(vec![0x82, 64].into_iter().chain([7u8; 64]).collect());
