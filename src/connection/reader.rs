@@ -33,7 +33,7 @@ use crate::broker::{Command, ConnId, Op};
 pub(crate) struct Reader {
     pub id: ConnId,
     pub room: Arc<str>,
-    /// The broker's inbox, the idle timeout and the server's shutdown token.
+    /// The broker's inbox, the writers' settings (the server's shutdown token among them).
     pub ctx: Arc<Context>,
     /// Cancelled by the broker to disconnect this connection as a slow consumer, and
     /// with the server's shutdown token, its parent, when the server shuts down.

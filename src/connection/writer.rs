@@ -8,11 +8,12 @@
 //!
 //! It writes each batch of pre-built frames from its outbox with one vectored write,
 //! forwards the control frames tungstenite produces on the read side (Pong replies,
-//! the reply to a client's Close), pings every `ping_interval`, bounds every socket
-//! write by `write_timeout` (a stalled peer cannot hold this task and its buffers
-//! forever), and sends the Close the reader asks for: among others 1008 when the
-//! broker disconnects a slow consumer and 1001 at shutdown, both of which the reader
-//! watches for it (see [`Signals`]).
+//! the reply to a client's Close), pings every `ping_interval`, closes with 1001 once
+//! nothing has been heard from the peer for `idle_timeout` (the reader notes every
+//! frame in [`Heard`]), bounds every socket write by `write_timeout` (a stalled peer
+//! cannot hold this task and its buffers forever), and sends the Close the reader
+//! asks for: among others 1008 when the broker disconnects a slow consumer and 1001
+//! at shutdown, both of which the reader watches for it (see [`Signals`]).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
