@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use futures_util::future::{Either, Ready, ready};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
@@ -221,6 +220,40 @@ pub(crate) fn open(
     Some(connection.run().instrument(span))
 }
 
+/// An operation that nearly always completes at once: done, with its result, or the
+/// boxed rest of it. A plain enum rather than an `async fn`, so that a task awaiting
+/// it holds these 16 bytes instead of the whole state of the operation; and, unlike
+/// `future::Ready`, polling it again after it completed cannot panic.
+pub(crate) enum Soon<'a> {
+    Done(bool),
+    Waiting(Pin<Box<dyn Future<Output = bool> + Send + 'a>>),
+}
+
+impl Future for Soon<'_> {
+    type Output = bool;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
+        match self.get_mut() {
+            Soon::Done(ok) => std::task::Poll::Ready(*ok),
+            Soon::Waiting(rest) => rest.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Sends `command` to the broker's inbox: at once when it has room, or else in a
+/// boxed wait, whose state (tokio's `send` future is 248 bytes) would otherwise be
+/// part of every connection's task for the connection's whole life. Resolves to
+/// `false` when the broker is gone.
+fn to_broker(tx: &mpsc::Sender<Command>, command: Command) -> Soon<'_> {
+    match tx.try_send(command) {
+        Ok(()) => Soon::Done(true),
+        Err(TrySendError::Closed(_)) => Soon::Done(false),
+        Err(TrySendError::Full(command)) => {
+            Soon::Waiting(Box::pin(async move { tx.send(command).await.is_ok() }))
+        }
+    }
+}
+
 /// A connection after [`open`]: what its reader side holds for its whole life.
 ///
 /// `run` uses the fields in place and takes the `Option`s rather than moving them
@@ -228,23 +261,6 @@ pub(crate) fn open(
 /// The peer's address is kept only in the tracing span, and the registration is
 /// built when it is sent, not kept: every byte here is held for the connection's
 /// whole life.
-/// Sends `command` to the broker's inbox: at once when it has room, or else in a
-/// boxed wait, whose state (tokio's `send` future is 248 bytes) would otherwise be
-/// part of every connection's task for the connection's whole life. Resolves to
-/// `false` when the broker is gone.
-fn to_broker(
-    tx: &mpsc::Sender<Command>,
-    command: Command,
-) -> Either<Ready<bool>, Pin<Box<dyn Future<Output = bool> + Send + '_>>> {
-    match tx.try_send(command) {
-        Ok(()) => Either::Left(ready(true)),
-        Err(TrySendError::Closed(_)) => Either::Left(ready(false)),
-        Err(TrySendError::Full(command)) => {
-            Either::Right(Box::pin(async move { tx.send(command).await.is_ok() }))
-        }
-    }
-}
-
 struct Connection {
     /// Who this connection is and what it is told by; the reader borrows it whole.
     reader: reader::Reader,

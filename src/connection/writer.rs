@@ -19,7 +19,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -326,24 +326,7 @@ pub(crate) fn run(
 /// which case the rest of the write is boxed. Awaiting it gives `false` when the
 /// write failed or timed out, after which the connection is beyond saving and the
 /// writer ends without a Close.
-///
-/// A plain enum rather than an `async fn`, so that the writer's task holds these
-/// 16 bytes while writing instead of the whole state of the write.
-enum Written<'a> {
-    Done(bool),
-    Waiting(Pin<Box<dyn Future<Output = bool> + Send + 'a>>),
-}
-
-impl Future for Written<'_> {
-    type Output = bool;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
-        match self.get_mut() {
-            Written::Done(ok) => Poll::Ready(*ok),
-            Written::Waiting(rest) => rest.as_mut().poll(cx),
-        }
-    }
-}
+type Written<'a> = super::Soon<'a>;
 
 /// Writes `bytes`: first without waiting, which is enough whenever the socket
 /// buffer has room (no future, no timer, no clock read), then, for whatever did not
