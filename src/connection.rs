@@ -56,6 +56,14 @@ pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// connection once it has received a burst; an idle connection has none.
 pub(crate) const WRITE_BATCH: usize = 256;
 
+/// The reader reads the socket, and the writer takes its outbox, before polling
+/// their other signals while input keeps coming, so that a wake-up for a message
+/// polls nothing else. At most this many frames (reader) or batches (writer) in a
+/// row are taken that way; then the signals (the writer's end, `kick`, the stop,
+/// the timer, control frames) are polled first, so a busy socket or outbox cannot
+/// starve them.
+pub(crate) const SIGNALS_AT_LEAST_EVERY: u8 = 16;
+
 /// The Close owed to a connection whose `kick` token was cancelled: 1001 when the
 /// server is shutting down (which cancels every `kick`), else 1008 for a slow
 /// consumer the broker disconnected.

@@ -4,8 +4,9 @@
 //! [`Server::run`] owns the listener, the broker task and a `JoinSet` of connection
 //! tasks. It ends in one of two ways:
 //! - the shutdown future fires: stop accepting, cancel the shutdown token (each
-//!   reader has its writer send Close 1001), wait at most `shutdown_timeout` for connections, then let the
-//!   broker return (location ②, all senders gone) and return `Ok`;
+//!   reader has its writer send Close 1001), wait at most `shutdown_timeout` for
+//!   connections, then let the broker return (location ②, all senders gone) and
+//!   return `Ok`;
 //! - the broker task ends while the server still runs: stop accepting. The broker's
 //!   room state died with it, so every writer's outbox closes and each connection is
 //!   closed with 1011 (location ⑤); return [`Error::BrokerStopped`].

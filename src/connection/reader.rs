@@ -11,12 +11,11 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -24,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::socket::ReadSide;
 use super::writer::Heard;
-use super::{CLOSE_LINGER, Context, Reason, Stop};
+use super::{CLOSE_LINGER, Context, Reason, SIGNALS_AT_LEAST_EVERY, Stop};
 use crate::broker::{Command, ConnId, Op};
 
 /// What a reader needs besides its socket and its stop sender, owned by the
@@ -53,17 +52,13 @@ enum Wake {
     Item(Option<Result<Message, WsError>>, bool),
 }
 
-/// At most this many frames in a row are read without the writer's end, `kick` and
-/// the linger deadline being polled.
-const SIGNALS_AT_LEAST_EVERY: u8 = 16;
-
 impl Reader {
     /// Reads client messages and forwards data messages to the broker until the
     /// connection ends. Returns the code of the peer's Close frame, if it sent one
     /// (1005, "no status", for a Close without a code). `stop_tx` is consumed when
     /// the reader decides how the writer should end; `writer_done` completes when
     /// the writer has ended, and is polled only until then (a tokio oneshot panics
-    /// when polled again after it completed): not once `lingering` is set.
+    /// when polled again after it completed): not once the close linger has started.
     ///
     /// A plain function returning an `async move` block, like `Connection::run`: an
     /// `async fn` stores its arguments twice in the connection's task, which lives
@@ -77,12 +72,10 @@ impl Reader {
     ) -> impl Future<Output = Option<CloseCode>> + Send + 'a {
         async move {
             let mut peer_close = None;
-            // Set when the writer has ended: from then on we only wait (briefly) for
-            // the peer to finish the close handshake.
-            let mut lingering = false;
-            // The end of the close linger, made when the writer ends: boxed, because
-            // inline its state would be part of every connection's task for the
-            // connection's whole life. (The idle deadline is the writer's.)
+            // The end of the close linger, made when the writer ends: from then on we
+            // only wait (briefly) for the peer to finish the close handshake. Boxed,
+            // because inline its state would be part of every connection's task for
+            // the connection's whole life. (The idle deadline is the writer's.)
             let mut linger: Option<Pin<Box<Sleep>>> = None;
 
             // Frames taken in a row before the signals were polled.
@@ -99,7 +92,7 @@ impl Reader {
                     // What the poll reads, copied in rather than borrowed: the poll's
                     // captures are task state while it waits.
                     let (signals_first, closing, stopped) =
-                        (reads >= SIGNALS_AT_LEAST_EVERY, lingering, stop_tx.is_none());
+                        (reads >= SIGNALS_AT_LEAST_EVERY, linger.is_some(), stop_tx.is_none());
                     let (rx, done, mut kicked, mut linger_end) =
                         (&mut *ws_rx, &mut *writer_done, kicked.as_mut(), linger.as_mut());
                     let wake = std::future::poll_fn(move |cx| {
@@ -136,7 +129,6 @@ impl Reader {
                     });
                     let item = match wake.await {
                         Wake::WriterDone => {
-                            lingering = true;
                             linger = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
                             continue;
                         }
@@ -159,7 +151,7 @@ impl Reader {
                     // state across the wait below.
                     match item {
                         Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                            if lingering || stop_tx.is_none() {
+                            if linger.is_some() || stop_tx.is_none() {
                                 // Closing: data after our Close is read only to reach the
                                 // peer's Close reply, and is not forwarded.
                                 continue;
@@ -204,7 +196,6 @@ impl Reader {
                 // inline its state would size every connection's task for its whole
                 // life.
                 if Box::pin(self.wait_for_room(publish, &mut stop_tx, writer_done)).await {
-                    lingering = true;
                     linger = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
                 }
             }
@@ -228,7 +219,7 @@ impl Reader {
     /// Location ①, full: waits until the broker's inbox has room for `publish`,
     /// which stops this socket being read meanwhile. Gives the message up when the
     /// connection is closing; returns whether that is because the writer ended.
-    /// Entered only while not lingering, so `writer_done` has not completed yet.
+    /// Entered only before the close linger, so `writer_done` has not completed yet.
     async fn wait_for_room(
         &self,
         publish: Command,
@@ -273,13 +264,6 @@ fn signal(stop_tx: &mut Option<oneshot::Sender<Stop>>, stop: Stop) {
             tracing::debug!("writer already ended");
         }
     }
-}
-
-/// `now + after`. Every duration here is validated to at most a day, so this cannot
-/// overflow in practice; if it ever did, "now" (act at once) is the safe answer.
-pub(crate) fn deadline_after(after: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(after).unwrap_or(now)
 }
 
 /// The Close owed to a peer whose input made tungstenite fail, per RFC 6455

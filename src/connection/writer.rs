@@ -31,8 +31,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, Frame};
-use super::reader::deadline_after;
-use super::{CLOSE_LINGER, Reason, Stop, WRITE_BATCH};
+use super::{CLOSE_LINGER, Reason, SIGNALS_AT_LEAST_EVERY, Stop, WRITE_BATCH};
 
 /// What can tell the writer to stop. Only the reader does: the broker's slow-consumer
 /// kick and the server's shutdown reach the writer through the reader's `Stop`, so
@@ -108,6 +107,13 @@ impl Heard {
     }
 }
 
+/// `now + after`. Every duration here is validated to at most a day, so this cannot
+/// overflow in practice; if it ever did, "now" (act at once) is the safe answer.
+fn deadline_after(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after).unwrap_or(now)
+}
+
 /// Whole milliseconds from `epoch` to now (saturating, never panicking).
 fn millis_since(epoch: Instant) -> u64 {
     u64::try_from(Instant::now().saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
@@ -127,11 +133,6 @@ enum Event {
     /// This many frames were moved from the outbox into the batch; 0 when it closed.
     Outbox(usize),
 }
-
-/// At most this many rounds in a row take outbox frames without the stop signal,
-/// the timer and the control channel being polled (each round takes up to
-/// `WRITE_BATCH` frames).
-const SIGNALS_AT_LEAST_EVERY: u8 = 16;
 
 /// Writes outbox frames and control frames to the socket until told to stop, the
 /// outbox closes, or the socket fails or stalls. Returns the code of the Close frame

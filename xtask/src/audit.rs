@@ -356,10 +356,16 @@ fn check_inventory(root: &Path) -> Vec<Guard> {
             "if d.is_zero() || d > MAX_DURATION",
         ),
         guard(
-            "`Instant + Duration` overflow in deadlines (linger, idle timeout, first ping)",
+            "`Instant + Duration` overflow in the writer's deadlines (pings, close grace period)",
             "`checked_add`, falling back to now",
-            "src/connection/reader.rs",
+            "src/connection/writer.rs",
             "now.checked_add(after)",
+        ),
+        guard(
+            "`Instant + Duration` overflow in the idle deadline",
+            "`checked_add` twice, falling back to now; the reader's close linger is a 1 s constant through `tokio::time::sleep`, which caps any delay at 30 years",
+            "src/connection/writer.rs",
+            ".and_then(|t| t.checked_add(ctx.idle_timeout))",
         ),
         guard(
             "`#[tokio::main]` expects on runtime construction",
@@ -428,13 +434,13 @@ fn check_inventory(root: &Path) -> Vec<Guard> {
         ),
         guard(
             "tokio's `oneshot::Receiver` panics when polled after it completed",
-            "the reader polls `writer_done` only while not closing (`lingering`), which its completing sets",
+            "the reader polls `writer_done` only before the close linger, which its completing starts",
             "src/connection/reader.rs",
             "if !closing && Pin::new(&mut *done).poll(cx).is_ready()",
         ),
         guard(
             "tokio's `oneshot::Receiver` panics when polled after it completed",
-            "the wait for room in the broker's inbox is entered only while not lingering, and its completing `writer_done` sets `lingering`",
+            "the wait for room in the broker's inbox is entered only before the close linger, and its completing `writer_done` starts it",
             "src/connection/reader.rs",
             "_ = writer_done => true,",
         ),
