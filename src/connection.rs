@@ -3,15 +3,15 @@
 //! ```text
 //!  socket ──► reader ──(broker inbox, bounded)──► broker ──(outbox, bounded)──► writer ──► socket
 //!             ▲ │  └──────────── stop_tx (oneshot: "send this Close and end") ────────► │
-//!             │ ◄──────────────── writer_done (oneshot, dropped when the writer ends) ──┘
+//!             │ ◄──────────────── the writer's JoinHandle (completes when it ends) ─────┘
 //!             └── kick (token: the broker's slow-consumer disconnect, or shutdown)
 //! ```
 //!
 //! The two tasks stop each other by signalling, never by `abort()`, so the writer can
 //! always send its Close frame: the reader tells the writer which Close to send
-//! through a oneshot; the writer drops its `writer_done` sender when it ends for any
-//! reason (a panic included: unwinding drops it too), which makes the reader wind
-//! down.
+//! through a oneshot; the writer's task handle, which the reader watches, completes
+//! when the writer ends for any reason (a panic included), which makes the reader
+//! wind down.
 //! Whoever else ends a connection tells the reader, through `kick`, a child of the
 //! server's shutdown token: the broker cancels it for a slow consumer (1008), the
 //! server's shutdown cancels every one (1001). The writer waits on nothing else than
@@ -31,7 +31,7 @@ use futures_util::FutureExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -173,8 +173,9 @@ pub(crate) fn open(
     peer: SocketAddr,
     ctx: &Arc<Context>,
 ) -> Option<impl Future<Output = ()> + Send + use<>> {
-    let span = tracing::debug_span!("conn", id = id.0, room = %room, peer = %peer);
-    let _entered = span.enter();
+    // The connection's span, when debug logging is on (see `server::run`).
+    let span = tracing::Span::current();
+    span.record("room", tracing::field::display(&room));
     // Split the socket: the writer owns the write half; tungstenite reads the other,
     // and hands its control replies to the writer (see `socket`).
     let (read_half, write_half) = ws.into_inner().into_split();
@@ -196,11 +197,6 @@ pub(crate) fn open(
     // Reader to writer: which Close to send before ending. Dropping the sender (the
     // reader ended without a word, e.g. it panicked) also stops the writer.
     let (stop_tx, stop_rx) = oneshot::channel();
-    // Writer to reader: completes when the writer ends, whatever the reason (its
-    // sender is dropped; nothing is ever sent). A oneshot rather than a token: the
-    // reader keeps it registered for the connection's life at the cost of an atomic
-    // load per poll, with no lock and no registering anew for every message.
-    let (writer_done_tx, writer_done) = oneshot::channel();
     // To the reader: cancelled by the broker to disconnect a slow consumer
     // (`--slow-consumer disconnect`: Close 1008), or with its parent at shutdown
     // (1001). The reader then tells the writer which Close to send.
@@ -210,22 +206,61 @@ pub(crate) fn open(
     // whose one timer serves both the pings and the idle deadline.
     let heard = Arc::new(writer::Heard::now(&ctx.writer));
 
-    let signals =
-        writer::Signals { stop_rx, kick: kick.clone(), heard: Arc::clone(&heard), _done: writer_done_tx };
-    let writer = tokio::spawn(
-        writer::run(write_half, outbox_rx, control_rx, signals, Arc::clone(&ctx.writer)).in_current_span(),
-    );
+    let signals = writer::Signals { stop_rx, kick: kick.clone(), heard: Arc::clone(&heard) };
+    let writer_task = writer::run(write_half, outbox_rx, control_rx, signals, Arc::clone(&ctx.writer));
+    // In the connection's span only when there is one: a span is 40 bytes of the
+    // writer's task state, which would otherwise cost a 128-byte step of its task.
+    let writer = if span.is_disabled() {
+        tokio::spawn(writer_task)
+    } else {
+        tokio::spawn(writer_task.instrument(span))
+    };
     tracing::debug!(conn = id.0, room = %room, %peer, "connection open");
-    drop(_entered);
     let connection = Connection {
         reader: reader::Reader { id, room, ctx: Arc::clone(ctx), kick, heard },
-        writer_done,
         ws_rx: Some(ws_rx),
         outbox_tx: Some(outbox_tx),
         stop_tx: Some(stop_tx),
         writer,
     };
-    Some(connection.run().instrument(span))
+    Some(connection.run())
+}
+
+/// Deregisters the connection, then learns which Close the writer sent: from the
+/// reader, if it saw the writer end, or else by waiting for the writer's handle (a
+/// completed handle must not be polled again). One future for both waits, so that
+/// what the connection holds across them is stored once in its task.
+async fn wind_down(reader: &reader::Reader, writer: &mut JoinHandle<Sent>, seen: Option<Sent>) -> Sent {
+    // Unknown ids are a no-op in the broker, so this is safe even when the broker
+    // already dropped us (location ⑤); if the broker itself is gone (location ①)
+    // there is nothing left to deregister from.
+    let leave = Command::Op(Op::Leave { id: reader.id, room: Arc::clone(&reader.room) });
+    if !to_broker(&reader.ctx.broker_tx, leave).await {
+        tracing::debug!("broker gone; nothing to deregister from");
+    }
+    match seen {
+        Some(sent) => sent,
+        None => writer_sent(writer.await),
+    }
+}
+
+/// What a writer task gives when it ends: the code of the Close frame it sent, if any.
+pub(crate) type Sent = Option<CloseCode>;
+
+/// What the writer's handle gave: the Close it sent, or none if it panicked or was
+/// cancelled (logged here; the connection ends either way).
+fn writer_sent(joined: Result<Sent, JoinError>) -> Sent {
+    match joined {
+        Ok(sent) => sent,
+        Err(e) if e.is_panic() => {
+            tracing::error!("writer task panicked");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("writer task cancelled");
+            None
+        }
+    }
 }
 
 /// An operation that nearly always completes at once: done, with its result, or the
@@ -276,9 +311,12 @@ struct Connection {
     /// Handed to the broker in the registration, sent first.
     outbox_tx: Option<mpsc::Sender<Frame>>,
     stop_tx: Option<oneshot::Sender<Stop>>,
-    /// Completes (with an error: nothing is ever sent) when the writer ends.
-    writer_done: oneshot::Receiver<()>,
-    writer: JoinHandle<Option<CloseCode>>,
+    /// Completes when the writer ends, for any reason: the reader watches it (writer
+    /// to reader: "I have ended"), and the connection learns from it which Close the
+    /// writer sent. A task handle rather than a oneshot of its own: it is there
+    /// anyway, and polling it costs an atomic load, with no lock and no registering
+    /// anew for every message.
+    writer: JoinHandle<Sent>,
 }
 
 impl Connection {
@@ -288,9 +326,9 @@ impl Connection {
     #[expect(clippy::manual_async_fn, reason = "an async fn would store self twice")]
     fn run(mut self) -> impl Future<Output = ()> + Send {
         async move {
-            let me = &self.reader;
             let joined = match self.outbox_tx.take() {
                 Some(outbox_tx) => {
+                    let me = &self.reader;
                     let (id, room, kick) = (me.id, Arc::clone(&me.room), me.kick.clone());
                     let join = Command::Op(Op::Join { id, room, outbox_tx, kick });
                     to_broker(&me.ctx.broker_tx, join).await
@@ -298,8 +336,8 @@ impl Connection {
                 None => false,
             };
             let ws_rx = if joined { self.ws_rx.as_mut() } else { None };
-            let peer_close = match ws_rx {
-                Some(ws_rx) => me.run(ws_rx, self.stop_tx.take(), &mut self.writer_done).await,
+            let (peer_close, writer_seen) = match ws_rx {
+                Some(ws_rx) => self.reader.run(ws_rx, &mut self.stop_tx, &mut self.writer).await,
                 None => {
                     // Location ①: the broker is gone before we could even register.
                     tracing::debug!("broker gone before registration");
@@ -310,36 +348,19 @@ impl Connection {
                     {
                         tracing::debug!("writer already ended");
                     }
-                    None
+                    (None, None)
                 }
             };
             // The protocol layer goes first: dropping it closes the control channel,
             // which a writer forwarding the last control frames waits for.
             drop(self.ws_rx.take());
 
-            // Deregister. Unknown ids are a no-op in the broker, so this is safe even when
-            // the broker already dropped us (location ⑤); if the broker itself is gone
-            // (location ①) there is nothing left to deregister from.
-            let leave = Command::Op(Op::Leave { id: me.id, room: Arc::clone(&me.room) });
-            if !to_broker(&me.ctx.broker_tx, leave).await {
-                tracing::debug!("broker gone; nothing to deregister from");
-            }
-            let sent_close = match (&mut self.writer).await {
-                Ok(sent) => sent,
-                Err(e) if e.is_panic() => {
-                    tracing::error!("writer task panicked");
-                    None
-                }
-                Err(_) => {
-                    tracing::debug!("writer task cancelled");
-                    None
-                }
-            };
+            let sent_close = wind_down(&self.reader, &mut self.writer, writer_seen).await;
             // The close handshake's code: ours if we sent a Close, else the peer's.
             let close_code = sent_close.or(peer_close).map(u16::from);
-            me.ctx.metrics.closed(close_code);
+            self.reader.ctx.metrics.closed(close_code);
             // The peer's address is in the span.
-            tracing::debug!(conn = me.id.0, room = %me.room, close_code, "connection closed");
+            tracing::debug!(conn = self.reader.id.0, room = %self.reader.room, close_code, "connection closed");
         }
     }
 }

@@ -179,7 +179,17 @@ impl Server {
                         Ok(permit) => {
                             next_id = next_id.wrapping_add(1);
                             let id = ConnId(next_id);
-                            connections.spawn(serve(stream, peer, id, Arc::clone(&ctx), Arc::clone(&admit), permit));
+                            let task = serve(stream, peer, id, Arc::clone(&ctx), Arc::clone(&admit), permit);
+                            // The connection's span (the room is recorded once known) is
+                            // 40 bytes of task state for the connection's life, so the
+                            // task carries it only when debug logging would use it.
+                            let span =
+                                tracing::debug_span!("conn", id = id.0, peer = %peer, room = tracing::field::Empty);
+                            if span.is_disabled() {
+                                connections.spawn(task);
+                            } else {
+                                connections.spawn(tracing::Instrument::instrument(task, span));
+                            }
                         }
                         Err(_) => {
                             metrics.rejected(Rejection::Limit.reason());
@@ -405,15 +415,18 @@ fn serve(
     admit: Arc<Admit>,
     permit: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send {
-    let handshake = Box::pin(handshake(stream, peer, Arc::clone(&admit), Arc::clone(&ctx.metrics)));
+    // The handshake and the connection's setup, boxed, with everything only they
+    // use: the task keeps none of it once the connection runs.
+    let setup = Box::pin(async move {
+        let (ws, room, peer) = handshake(stream, peer, Arc::clone(&admit), Arc::clone(&ctx.metrics)).await?;
+        connection::open(ws, admit.ws_config, id, room, peer, &ctx)
+    });
     async move {
         // Captured by the block and so held for the connection's life; no binding,
         // which would store a second copy in the task.
         let _ = &permit;
-        let Some((ws, room, peer)) = handshake.await else { return };
         // Awaited in place (an `if let` would store the future twice in this task).
-        futures_util::future::OptionFuture::from(connection::open(ws, admit.ws_config, id, room, peer, &ctx))
-            .await;
+        futures_util::future::OptionFuture::from(setup.await).await;
     }
 }
 

@@ -69,10 +69,9 @@ pub(crate) fn close(code: CloseCode, reason: &str) -> Frame {
     build(CLOSE, &payload)
 }
 
-/// An empty Ping frame.
-pub(crate) fn ping() -> Frame {
-    build(PING, &[])
-}
+/// An empty Ping frame: final, opcode Ping, unmasked, no payload. A constant, so
+/// that a ping holds no buffer while it waits for the socket.
+pub(crate) const PING_FRAME: [u8; 2] = [0x80 | PING, 0];
 
 /// The opcode and payload of a frame built by [`build`].
 pub(crate) fn parse(frame: &[u8]) -> Option<(u8, &[u8])> {
@@ -114,6 +113,7 @@ mod tests {
     fn close_frames_carry_the_code() {
         let f = close(CloseCode::Away, "bye");
         assert_eq!(parse(&f), Some((CLOSE, &[0x03, 0xe9, b'b', b'y', b'e'][..])));
-        assert_eq!(&ping()[..], &[0x89, 0x00]);
+        assert_eq!(PING_FRAME, [0x89, 0x00]);
+        assert_eq!(&build(PING, &[])[..], &PING_FRAME[..]);
     }
 }

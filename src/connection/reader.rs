@@ -15,6 +15,7 @@ use std::task::Poll;
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::socket::ReadSide;
 use super::writer::Heard;
-use super::{CLOSE_LINGER, Context, Reason, SIGNALS_AT_LEAST_EVERY, Stop};
+use super::{CLOSE_LINGER, Context, Reason, SIGNALS_AT_LEAST_EVERY, Sent, Stop};
 use crate::broker::{Command, ConnId, Op};
 
 /// What a reader needs besides its socket and its stop sender, owned by the
@@ -44,7 +45,8 @@ pub(crate) struct Reader {
 
 /// What woke the reader.
 enum Wake {
-    WriterDone,
+    /// The writer ended, having sent the Close with this code, if any.
+    WriterDone(Sent),
     Kicked,
     /// The close linger is over.
     LingerOver,
@@ -55,10 +57,12 @@ enum Wake {
 impl Reader {
     /// Reads client messages and forwards data messages to the broker until the
     /// connection ends. Returns the code of the peer's Close frame, if it sent one
-    /// (1005, "no status", for a Close without a code). `stop_tx` is consumed when
-    /// the reader decides how the writer should end; `writer_done` completes when
-    /// the writer has ended, and is polled only until then (a tokio oneshot panics
-    /// when polled again after it completed): not once the close linger has started.
+    /// (1005, "no status", for a Close without a code), and, if the writer ended
+    /// first, the code of the Close the writer sent. `stop_tx` is consumed when the
+    /// reader decides how the writer should end. `writer` is the writer task's
+    /// handle: it completes when the writer ends, for any reason, and is polled only
+    /// until then (a `JoinHandle` panics when polled again after it completed): not
+    /// once the close linger, which its completing starts, has started.
     ///
     /// A plain function returning an `async move` block, like `Connection::run`: an
     /// `async fn` stores its arguments twice in the connection's task, which lives
@@ -67,11 +71,13 @@ impl Reader {
     pub(crate) fn run<'a>(
         &'a self,
         ws_rx: &'a mut WebSocketStream<ReadSide>,
-        mut stop_tx: Option<oneshot::Sender<Stop>>,
-        writer_done: &'a mut oneshot::Receiver<()>,
-    ) -> impl Future<Output = Option<CloseCode>> + Send + 'a {
+        stop_tx: &'a mut Option<oneshot::Sender<Stop>>,
+        writer: &'a mut JoinHandle<Sent>,
+    ) -> impl Future<Output = (Option<CloseCode>, Option<Sent>)> + Send + 'a {
         async move {
             let mut peer_close = None;
+            // What the writer's handle gave, once it completed (it is not polled again).
+            let mut writer_sent: Option<Sent> = None;
             // The end of the close linger, made when the writer ends: from then on we
             // only wait (briefly) for the peer to finish the close handshake. Boxed,
             // because inline its state would be part of every connection's task for
@@ -94,7 +100,7 @@ impl Reader {
                     let (signals_first, closing, stopped) =
                         (reads >= SIGNALS_AT_LEAST_EVERY, linger.is_some(), stop_tx.is_none());
                     let (rx, done, mut kicked, mut linger_end) =
-                        (&mut *ws_rx, &mut *writer_done, kicked.as_mut(), linger.as_mut());
+                        (&mut *ws_rx, &mut *writer, kicked, linger.as_mut());
                     let wake = std::future::poll_fn(move |cx| {
                         // The socket first, so that a frame that is already there is
                         // taken without polling the signals (they registered with
@@ -109,8 +115,10 @@ impl Reader {
                                 return Poll::Ready(Wake::Item(item, true));
                             }
                         }
-                        if !closing && Pin::new(&mut *done).poll(cx).is_ready() {
-                            return Poll::Ready(Wake::WriterDone);
+                        if !closing {
+                            if let Poll::Ready(joined) = Pin::new(&mut *done).poll(cx) {
+                                return Poll::Ready(Wake::WriterDone(super::writer_sent(joined)));
+                            }
                         }
                         if !closing && !stopped && kicked.as_mut().poll(cx).is_ready() {
                             return Poll::Ready(Wake::Kicked);
@@ -128,12 +136,13 @@ impl Reader {
                         Poll::Pending
                     });
                     let item = match wake.await {
-                        Wake::WriterDone => {
+                        Wake::WriterDone(sent) => {
+                            writer_sent = Some(sent);
                             linger = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
                             continue;
                         }
                         Wake::Kicked => {
-                            signal(&mut stop_tx, self.kicked());
+                            signal(stop_tx, self.kicked());
                             continue;
                         }
                         Wake::LingerOver => {
@@ -166,7 +175,7 @@ impl Reader {
                         // those flush.
                         Some(Ok(Message::Close(frame))) => {
                             peer_close = Some(frame.map_or(CloseCode::Status, |f| f.code));
-                            signal(&mut stop_tx, Stop::PeerGone);
+                            signal(stop_tx, Stop::PeerGone);
                             continue;
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
@@ -175,31 +184,32 @@ impl Reader {
                                 Some(reason) => {
                                     let code = reason.code();
                                     tracing::debug!(error = %e, "protocol violation; closing with {code}");
-                                    signal(&mut stop_tx, Stop::CloseAfterDrain(reason));
+                                    signal(stop_tx, Stop::CloseAfterDrain(reason));
                                 }
                                 None => {
                                     tracing::debug!(error = %e, "connection lost");
-                                    signal(&mut stop_tx, Stop::PeerGone);
+                                    signal(stop_tx, Stop::PeerGone);
                                 }
                             }
                             break;
                         }
                         None => {
                             // The stream ended: close handshake complete, or EOF.
-                            signal(&mut stop_tx, Stop::PeerGone);
+                            signal(stop_tx, Stop::PeerGone);
                             break;
                         }
                     }
                 };
-                let Some(publish) = self.try_forward(publish, &mut stop_tx) else { continue };
+                let Some(publish) = self.try_forward(publish, stop_tx) else { continue };
                 // Location ①, full: wait for room. Boxed because it is rare, and
                 // inline its state would size every connection's task for its whole
                 // life.
-                if Box::pin(self.wait_for_room(publish, &mut stop_tx, writer_done)).await {
+                if let Some(sent) = Box::pin(self.wait_for_room(publish, stop_tx, writer)).await {
+                    writer_sent = Some(sent);
                     linger = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
                 }
             }
-            peer_close
+            (peer_close, writer_sent)
         }
     }
 
@@ -218,26 +228,27 @@ impl Reader {
 
     /// Location ①, full: waits until the broker's inbox has room for `publish`,
     /// which stops this socket being read meanwhile. Gives the message up when the
-    /// connection is closing; returns whether that is because the writer ended.
-    /// Entered only before the close linger, so `writer_done` has not completed yet.
+    /// connection is closing; returns what the writer's handle gave if that is
+    /// because the writer ended. Entered only before the close linger, so the
+    /// writer's handle has not completed yet.
     async fn wait_for_room(
         &self,
         publish: Command,
         stop_tx: &mut Option<oneshot::Sender<Stop>>,
-        writer_done: &mut oneshot::Receiver<()>,
-    ) -> bool {
+        writer: &mut JoinHandle<Sent>,
+    ) -> Option<Sent> {
         tokio::select! {
             biased;
             sent = self.ctx.broker_tx.send(publish) => {
                 if sent.is_err() {
                     broker_gone(stop_tx);
                 }
-                false
+                None
             }
-            _ = writer_done => true,
+            joined = writer => Some(super::writer_sent(joined)),
             () = self.kick.cancelled() => {
                 signal(stop_tx, self.kicked());
-                false
+                None
             }
         }
     }

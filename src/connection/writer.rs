@@ -2,9 +2,9 @@
 //!
 //! Failure location ⑤ lives here: `recv` on the outbox returns `None` when the broker
 //! no longer holds this connection's sender (it deregistered us, or the broker itself
-//! is gone). The writer then sends Close 1011 and ends; ending drops `writer_done`,
-//! which stops the reader, and the reader then deregisters (a no-op if the broker
-//! already forgot us).
+//! is gone). The writer then sends Close 1011 and ends; its task's handle, which
+//! the reader watches, then completes, which stops the reader, and the reader then
+//! deregisters (a no-op if the broker already forgot us).
 //!
 //! It writes each batch of pre-built frames from its outbox with one vectored write,
 //! forwards the control frames tungstenite produces on the read side (Pong replies,
@@ -26,7 +26,7 @@ use futures_util::StreamExt as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
@@ -50,9 +50,6 @@ pub(crate) struct Signals {
     /// When the reader last heard from the peer; the writer closes the connection
     /// with 1001 once that is `idle_timeout` ago.
     pub heard: Arc<Heard>,
-    /// Dropped when the writer returns or unwinds, which completes the reader's
-    /// `writer_done`; nothing is ever sent on it.
-    pub _done: oneshot::Sender<()>,
 }
 
 /// What every writer shares, behind one `Arc` so that each writer task holds 8
@@ -143,182 +140,216 @@ enum Event {
 /// A plain function returning an `async move` block, like `Connection::run`: an
 /// `async fn` stores its arguments twice in the writer's task, which lives as long
 /// as the connection. For the same reason the writes below are plain functions
-/// returning a small [`Written`], not inline `async` state.
-#[expect(clippy::manual_async_fn, reason = "an async fn would store its arguments twice")]
+/// returning a small [`Written`], not inline `async` state, and what the writer
+/// waits on is one struct ([`Waits`]) built before the block. The task is 384
+/// bytes (`-Zprint-type-sizes`; tokio allocates tasks in 128-byte steps).
 pub(crate) fn run(
     mut socket: OwnedWriteHalf,
-    mut outbox_rx: mpsc::Receiver<Frame>,
-    mut control_rx: futures_channel::mpsc::Receiver<Frame>,
-    mut signals: Signals,
+    outbox_rx: mpsc::Receiver<Frame>,
+    control_rx: futures_channel::mpsc::Receiver<Frame>,
+    signals: Signals,
     ctx: Arc<Shared>,
 ) -> impl Future<Output = Option<CloseCode>> + Send {
+    // Built here, outside the block, so that the block holds it once (see `Waits`).
+    let mut waits = Waits {
+        outbox_rx,
+        control_rx,
+        signals,
+        // Empty until the first message: `recv_many` reserves on first use, so an
+        // idle connection holds no batch buffer (measured: 2 KiB per idle connection).
+        batch: Vec::new(),
+        stop_received: false,
+        peer_gone: false,
+        control_open: true,
+        outbox_rounds: 0,
+    };
     async move {
-        // Captures `signals` whole: its `_done` sender must live as long as this task
-        // (the block would otherwise capture only the fields it reads, and the
-        // sender, dropped at once, would tell the reader that the writer had ended).
-        let _ = &signals;
-        // Empty until the first message: `recv_many` reserves on first use, so an idle
-        // connection holds no batch buffer (measured: 2 KiB per idle connection).
-        let mut batch = Vec::new();
-        // One timer, because every connection has one and its size counts: the next
-        // ping or the idle deadline, whichever is sooner, until a stop arrives; then
-        // the end of the grace period of the ending that stop asked for (only one stop
-        // is ever received; no pings during that second). A sleep reset as needed
-        // rather than a tokio `Interval`, which boxes its sleep.
-        let mut next_ping = deadline_after(ctx.ping_interval);
-        let timer = tokio::time::sleep_until(next_ping.min(signals.heard.idle_at(&ctx)));
-        tokio::pin!(timer);
-        let mut stop_received = false;
-        // Set by `Stop::CloseAfterDrain`: the Close to send once the outbox is drained
-        // (or when the grace period ends, whichever comes first).
-        let mut drain: Ending = None;
-        // Set by `Stop::PeerGone`: forward tungstenite's last control frames (the reply
-        // to the client's Close) until the reader is done (or the grace period ends),
-        // then end.
-        let mut peer_gone = false;
-        // Until tungstenite's side (the reader) is gone.
-        let mut control_open = true;
+        // The loop's state in a block of its own: none of it (the timer least of all)
+        // is then held while the final Close is written.
+        let close: Ending = {
+            // One timer, because every connection has one and its size counts: the next
+            // ping or the idle deadline, whichever is sooner, until a stop arrives; then
+            // the end of the grace period of the ending that stop asked for (only one stop
+            // is ever received; no pings during that second). A sleep reset as needed
+            // rather than a tokio `Interval`, which boxes its sleep.
+            let mut next_ping = deadline_after(ctx.ping_interval);
+            let timer = tokio::time::sleep_until(next_ping.min(waits.signals.heard.idle_at(&ctx)));
+            tokio::pin!(timer);
+            // Set by `Stop::CloseAfterDrain`: the Close to send once the outbox is drained
+            // (or when the grace period ends, whichever comes first).
+            let mut drain: Ending = None;
 
-        // Rounds in a row that found outbox frames without polling the signals.
-        let mut outbox_rounds: u8 = 0;
-
-        let close: Ending = loop {
-            let event = std::future::poll_fn(|cx| {
-                // While frames keep coming, the outbox is polled first, so that a
-                // wake-up for a message does not poll the stop oneshot, the timer
-                // and the control channel as well: they registered with this task
-                // when the outbox last ran dry, and any of them that fires since
-                // wakes the task again. Every `SIGNALS_AT_LEAST_EVERY` rounds (and
-                // whenever the outbox is empty) they are polled first, in their
-                // order of precedence, so a busy outbox cannot starve a stop, a
-                // ping or a pong.
-                //
-                // A closed outbox (0 frames) is not taken here: the signals decide
-                // first what its closing means (after the reader's stop it is the
-                // reader's own leave, not location ⑤).
-                let mut outbox_pending = false;
-                if outbox_rounds < SIGNALS_AT_LEAST_EVERY && !peer_gone {
-                    // Control frames still go before outbox frames (a look, without
-                    // registering): the Pong for a Ping read before a message was
-                    // complete must reach the client before that message (Autobahn
-                    // cases 5.6 and 5.19).
-                    if control_open {
-                        if let Ok(frames) = control_rx.try_recv() {
-                            return Poll::Ready(Event::Control(Some(frames)));
+            loop {
+                // What to write, decided in a block of its own: the event is then gone
+                // before the write waits, and all writes share one wait (task state).
+                let write = {
+                    // The poll borrows `waits` and the timer whole: 16 bytes of task
+                    // state while waiting, where a closure over each of their parts
+                    // took 72.
+                    let event = {
+                        let (waits, mut timer) = (&mut waits, timer.as_mut());
+                        std::future::poll_fn(move |cx| waits.poll_event(cx, timer.as_mut())).await
+                    };
+                    match event {
+                        Event::Stop(stop) => match stop {
+                            Some(Stop::Close(reason)) => break Some(reason),
+                            Some(Stop::CloseAfterDrain(reason)) => {
+                                drain = Some(reason);
+                                timer.as_mut().reset(deadline_after(CLOSE_LINGER));
+                                continue;
+                            }
+                            Some(Stop::PeerGone) if !waits.control_open => break None,
+                            Some(Stop::PeerGone) => {
+                                waits.peer_gone = true;
+                                timer.as_mut().reset(deadline_after(CLOSE_LINGER));
+                                continue;
+                            }
+                            // The reader is gone without a word.
+                            None => break Some(Reason::InternalError),
+                        },
+                        Event::Timer => {
+                            if drain.is_some() || waits.peer_gone {
+                                // The grace period is over. Drain: send the Close now.
+                                // Peer gone: end without one.
+                                break drain;
+                            }
+                            let now = Instant::now();
+                            if now >= waits.signals.heard.idle_at(&ctx) {
+                                tracing::debug!("idle timeout; closing with 1001");
+                                break Some(Reason::IdleTimeout);
+                            }
+                            let ping_due = now >= next_ping;
+                            if ping_due {
+                                next_ping = deadline_after(ctx.ping_interval);
+                            }
+                            timer.as_mut().reset(next_ping.min(waits.signals.heard.idle_at(&ctx)));
+                            if !ping_due {
+                                continue;
+                            }
+                            write_bytes(&mut socket, &frame::PING_FRAME, ctx.write_timeout)
+                        }
+                        Event::Control(Some(frames)) => write_frame(&mut socket, frames, ctx.write_timeout),
+                        // The reader's protocol layer is gone: nothing more will come
+                        // from it.
+                        Event::Control(None) => {
+                            waits.control_open = false;
+                            if waits.peer_gone {
+                                break None;
+                            }
+                            continue;
+                        }
+                        Event::Outbox(0) => {
+                            // The broker dropped our outbox sender: after a drain that
+                            // is the reader's Close; after a kick, the Close the reader
+                            // is about to ask for; otherwise location ⑤.
+                            break Some(match drain {
+                                Some(close) => close,
+                                None if waits.signals.kick.is_cancelled() => super::kick_close(&ctx.shutdown),
+                                None => {
+                                    tracing::debug!("outbox closed by the broker; closing with 1011");
+                                    Reason::Deregistered
+                                }
+                            });
+                        }
+                        Event::Outbox(_) => {
+                            write_frames(&mut socket, &waits.batch, ctx.write_buffer, ctx.write_timeout)
                         }
                     }
-                    match outbox_rx.poll_recv_many(cx, &mut batch, WRITE_BATCH) {
-                        Poll::Ready(0) => {}
-                        Poll::Ready(n) => {
-                            outbox_rounds = outbox_rounds.saturating_add(1);
-                            return Poll::Ready(Event::Outbox(n));
-                        }
-                        Poll::Pending => outbox_pending = true,
-                    }
-                }
-                outbox_rounds = 0;
-                // Polled only until it has completed: a tokio oneshot panics if
-                // polled again after that.
-                if !stop_received {
-                    if let Poll::Ready(stop) = Pin::new(&mut signals.stop_rx).poll(cx) {
-                        stop_received = true;
-                        return Poll::Ready(Event::Stop(stop.ok()));
-                    }
-                }
-                if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Event::Timer);
-                }
-                if control_open {
-                    if let Poll::Ready(frames) = control_rx.poll_next_unpin(cx) {
-                        return Poll::Ready(Event::Control(frames));
-                    }
-                }
-                if !peer_gone && !outbox_pending {
-                    if let Poll::Ready(n) = outbox_rx.poll_recv_many(cx, &mut batch, WRITE_BATCH) {
-                        return Poll::Ready(Event::Outbox(n));
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            match event {
-                Event::Stop(stop) => match stop {
-                    Some(Stop::Close(reason)) => break Some(reason),
-                    Some(Stop::CloseAfterDrain(reason)) => {
-                        drain = Some(reason);
-                        timer.as_mut().reset(deadline_after(CLOSE_LINGER));
-                    }
-                    Some(Stop::PeerGone) if !control_open => break None,
-                    Some(Stop::PeerGone) => {
-                        peer_gone = true;
-                        timer.as_mut().reset(deadline_after(CLOSE_LINGER));
-                    }
-                    // The reader is gone without a word.
-                    None => break Some(Reason::InternalError),
-                },
-                Event::Timer => {
-                    if drain.is_some() || peer_gone {
-                        // The grace period is over. Drain: send the Close now. Peer
-                        // gone: end without one.
-                        break drain;
-                    }
-                    let now = Instant::now();
-                    let idle_at = signals.heard.idle_at(&ctx);
-                    if now >= idle_at {
-                        tracing::debug!("idle timeout; closing with 1001");
-                        break Some(Reason::IdleTimeout);
-                    }
-                    if now >= next_ping {
-                        if !write_bytes(&mut socket, &frame::ping(), ctx.write_timeout).await {
-                            break None;
-                        }
-                        next_ping = deadline_after(ctx.ping_interval);
-                    }
-                    timer.as_mut().reset(next_ping.min(idle_at));
-                }
-                Event::Control(Some(frames)) => {
-                    if !write_bytes(&mut socket, &frames, ctx.write_timeout).await {
-                        break None;
-                    }
-                }
-                // The reader's protocol layer is gone: nothing more will come from it.
-                Event::Control(None) => {
-                    control_open = false;
-                    if peer_gone {
-                        break None;
-                    }
-                }
-                Event::Outbox(0) => {
-                    // The broker dropped our outbox sender: after a drain that is the
-                    // reader's Close; after a kick, the Close the reader is about to
-                    // ask for; otherwise location ⑤.
-                    break Some(match drain {
-                        Some(close) => close,
-                        None if signals.kick.is_cancelled() => super::kick_close(&ctx.shutdown),
-                        None => {
-                            tracing::debug!("outbox closed by the broker; closing with 1011");
-                            Reason::Deregistered
-                        }
-                    });
-                }
-                Event::Outbox(_) => {
-                    let written =
-                        write_frames(&mut socket, &batch, ctx.write_buffer, ctx.write_timeout).await;
-                    batch.clear();
-                    if !written {
-                        break None;
-                    }
+                };
+                let written = write.await;
+                waits.batch.clear();
+                if !written {
+                    break None;
                 }
             }
         };
         let reason = close?;
-        let code = reason.code();
-        if write_bytes(&mut socket, &frame::close(code, reason.text()), ctx.write_timeout).await {
-            Some(code)
+        if write_frame(&mut socket, frame::close(reason.code(), reason.text()), ctx.write_timeout).await {
+            Some(reason.code())
         } else {
-            tracing::debug!("could not send Close {code}");
+            tracing::debug!("could not send Close {}", reason.code());
             None
         }
+    }
+}
+
+/// What the writer waits on, and the state of that wait: one struct built before the
+/// writer's `async` block, so that the block stores it once and the poll borrows it
+/// with one reference.
+struct Waits {
+    outbox_rx: mpsc::Receiver<Frame>,
+    control_rx: futures_channel::mpsc::Receiver<Frame>,
+    signals: Signals,
+    /// The frames taken from the outbox in one round, written as one batch.
+    batch: Vec<Frame>,
+    /// The reader's stop has arrived (its oneshot must not be polled again).
+    stop_received: bool,
+    /// Set by `Stop::PeerGone`: forward tungstenite's last control frames (the reply
+    /// to the client's Close) until the reader is done (or the grace period ends),
+    /// then end; the outbox is no longer read.
+    peer_gone: bool,
+    /// Until tungstenite's side (the reader) is gone.
+    control_open: bool,
+    /// Rounds in a row that found outbox frames without polling the signals.
+    outbox_rounds: u8,
+}
+
+impl Waits {
+    /// The next thing for the writer to do, in order of precedence.
+    fn poll_event(&mut self, cx: &mut std::task::Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<Event> {
+        // While frames keep coming, the outbox is polled first, so that a wake-up
+        // for a message does not poll the stop oneshot, the timer and the control
+        // channel as well: they registered with this task when the outbox last ran
+        // dry, and any of them that fires since wakes the task again. Every
+        // `SIGNALS_AT_LEAST_EVERY` rounds (and whenever the outbox is empty) they are
+        // polled first, in their order of precedence, so a busy outbox cannot starve
+        // a stop, a ping or a pong.
+        //
+        // A closed outbox (0 frames) is not taken here: the signals decide first what
+        // its closing means (after the reader's stop it is the reader's own leave,
+        // not location ⑤).
+        let mut outbox_pending = false;
+        if self.outbox_rounds < SIGNALS_AT_LEAST_EVERY && !self.peer_gone {
+            // Control frames still go before outbox frames (a look, without
+            // registering): the Pong for a Ping read before a message was complete
+            // must reach the client before that message (Autobahn cases 5.6 and 5.19).
+            if self.control_open {
+                if let Ok(frames) = self.control_rx.try_recv() {
+                    return Poll::Ready(Event::Control(Some(frames)));
+                }
+            }
+            match self.outbox_rx.poll_recv_many(cx, &mut self.batch, WRITE_BATCH) {
+                Poll::Ready(0) => {}
+                Poll::Ready(n) => {
+                    self.outbox_rounds = self.outbox_rounds.saturating_add(1);
+                    return Poll::Ready(Event::Outbox(n));
+                }
+                Poll::Pending => outbox_pending = true,
+            }
+        }
+        self.outbox_rounds = 0;
+        // Polled only until it has completed: a tokio oneshot panics if polled again
+        // after that.
+        if !self.stop_received {
+            if let Poll::Ready(stop) = Pin::new(&mut self.signals.stop_rx).poll(cx) {
+                self.stop_received = true;
+                return Poll::Ready(Event::Stop(stop.ok()));
+            }
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Event::Timer);
+        }
+        if self.control_open {
+            if let Poll::Ready(frames) = self.control_rx.poll_next_unpin(cx) {
+                return Poll::Ready(Event::Control(frames));
+            }
+        }
+        if !self.peer_gone && !outbox_pending {
+            if let Poll::Ready(n) = self.outbox_rx.poll_recv_many(cx, &mut self.batch, WRITE_BATCH) {
+                return Poll::Ready(Event::Outbox(n));
+            }
+        }
+        Poll::Pending
     }
 }
 
@@ -341,6 +372,22 @@ fn write_bytes<'a>(socket: &'a mut OwnedWriteHalf, bytes: &'a [u8], limit: Durat
         Some(rest) if !rest.is_empty() => Written::Waiting(Box::pin(bounded(limit, socket.write_all(rest)))),
         _ => Written::Done(true),
     }
+}
+
+/// [`write_bytes`] for a frame it owns: moved into the rest of the write when that
+/// must wait, so that the writer's task holds no copy of it meanwhile.
+fn write_frame(socket: &mut OwnedWriteHalf, frame: Frame, limit: Duration) -> Written<'_> {
+    let written = match try_write(socket, &frame) {
+        Some(n) => n,
+        None => return Written::Done(false),
+    };
+    if written >= frame.len() {
+        return Written::Done(true);
+    }
+    Written::Waiting(Box::pin(async move {
+        let rest = frame.get(written..).unwrap_or_default();
+        bounded(limit, socket.write_all(rest)).await
+    }))
 }
 
 /// Writes what the socket takes without waiting: how many bytes, or `None` when
@@ -479,7 +526,6 @@ mod tests {
         let (outbox_tx, outbox_rx) = mpsc::channel(WRITE_BATCH * 256);
         let (_control_tx, control_rx) = futures_channel::mpsc::channel(4);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let (done_tx, _done_rx) = oneshot::channel();
         let shared = Arc::new(Shared {
             shutdown: CancellationToken::new(),
             epoch: Instant::now(),
@@ -489,7 +535,7 @@ mod tests {
             write_buffer: 16 << 10,
         });
         let heard = Arc::new(Heard::now(&shared));
-        let signals = Signals { stop_rx, kick: CancellationToken::new(), heard, _done: done_tx };
+        let signals = Signals { stop_rx, kick: CancellationToken::new(), heard };
         let writer = tokio::spawn(run(write_half, outbox_rx, control_rx, signals, shared));
         // Keeps the outbox full: it refills while the writer waits for the socket.
         let data: Frame = Arc::new(vec![0x82, 64].into_iter().chain([7u8; 64]).collect());

@@ -430,25 +430,25 @@ fn check_inventory(root: &Path) -> Vec<Guard> {
             "tokio's `oneshot::Receiver` panics when polled after it completed",
             "the writer polls `stop_rx` only until it has received (`stop_received`)",
             "src/connection/writer.rs",
-            "if let Poll::Ready(stop) = Pin::new(&mut signals.stop_rx).poll(cx)",
-        ),
-        guard(
-            "tokio's `oneshot::Receiver` panics when polled after it completed",
-            "the reader polls `writer_done` only before the close linger, which its completing starts",
-            "src/connection/reader.rs",
-            "if !closing && Pin::new(&mut *done).poll(cx).is_ready()",
-        ),
-        guard(
-            "tokio's `oneshot::Receiver` panics when polled after it completed",
-            "the wait for room in the broker's inbox is entered only before the close linger, and its completing `writer_done` starts it",
-            "src/connection/reader.rs",
-            "_ = writer_done => true,",
+            "if let Poll::Ready(stop) = Pin::new(&mut self.signals.stop_rx).poll(cx)",
         ),
         guard(
             "a `JoinHandle` panics when polled after it completed",
-            "the connection awaits its writer's handle once, after the reader has ended",
+            "the reader polls the writer's handle only before the close linger, which its completing starts",
+            "src/connection/reader.rs",
+            "if let Poll::Ready(joined) = Pin::new(&mut *done).poll(cx)",
+        ),
+        guard(
+            "a `JoinHandle` panics when polled after it completed",
+            "the wait for room in the broker's inbox is entered only before the close linger, and the writer's handle completing there starts it",
+            "src/connection/reader.rs",
+            "joined = writer => Some(super::writer_sent(joined)),",
+        ),
+        guard(
+            "a `JoinHandle` panics when polled after it completed",
+            "the connection awaits its writer's handle only if the reader did not see it complete",
             "src/connection.rs",
-            "(&mut self.writer).await",
+            "None => writer_sent(writer.await),",
         ),
         guard(
             "`ReadBuf::put_slice` past the remaining room, `BytesMut::advance` past the length",
@@ -658,8 +658,9 @@ impl Report {
             md,
             "\nOutside the broker: readers, writers and the accept loop are async and drive \
              tungstenite, so none of them can be proven. Each connection is its own pair of \
-             tasks, so a panic there ends only that connection: the writer's drop guard stops \
-             its reader, the reader's dropped oneshot stops its writer, and the broker removes \
+             tasks, so a panic there ends only that connection: the writer's task handle, which \
+             completes when the writer panics, stops its reader, the reader's dropped oneshot \
+             stops its writer, and the broker removes \
              the member on its next `try_send` (`Closed`). The accept loop logs a panicked \
              connection task. A process-wide panic hook logs every panic through tracing and \
              counts it (`wsbroker::panic_hook`).\n\n\
