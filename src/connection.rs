@@ -352,8 +352,11 @@ impl Connection {
                 }
             };
             // The protocol layer goes first: dropping it closes the control channel,
-            // which a writer forwarding the last control frames waits for.
+            // which a writer forwarding the last control frames waits for. The stop
+            // sender goes with it, if the reader left it unused: a writer still
+            // waiting for a word then ends (as it would if the reader had died).
             drop(self.ws_rx.take());
+            drop(self.stop_tx.take());
 
             let sent_close = wind_down(&self.reader, &mut self.writer, writer_seen).await;
             // The close handshake's code: ours if we sent a Close, else the peer's.
