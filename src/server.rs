@@ -400,13 +400,14 @@ impl Rejection {
 /// logged at debug (rejections by rule at info): a client that cannot or may not
 /// speak WebSocket affects nobody else. `permit` is held for the connection's life.
 ///
-/// A plain function returning an `async move` block, with the handshake boxed
-/// apart: the task lives as long as the connection, and whatever its state holds
-/// is paid for by every idle connection. An `async fn` would store its arguments
-/// twice, and the handshake's inputs (the TCP stream, the peer address, the room
-/// being decided) would stay in the task after the handshake (measured with
-/// `-Zprint-type-sizes`: the task's state 1,136 bytes against 992, which puts it a
-/// 128-byte step of tokio's task allocation lower).
+/// A plain function returning an `async move` block, with the handshake and the
+/// connection's setup boxed apart: the task lives as long as the connection, and
+/// whatever its state holds is paid for by every idle connection. An `async fn`
+/// would store its arguments twice, and the handshake's inputs (the TCP stream, the
+/// peer address, the room being decided, the server's shared state) would stay in
+/// the task after the handshake. Measured with `-Zprint-type-sizes`: the task's
+/// future is 664 bytes, which its 768-byte cell just holds (tokio allocates tasks in
+/// 128-byte steps, with 104 bytes of its own per task).
 fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -536,5 +537,51 @@ impl ServerHandle {
     pub async fn inject(&self, hook: Hook) -> bool {
         let Some(broker_tx) = self.broker_tx.upgrade() else { return false };
         broker_tx.send(Command::Hook(hook)).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// Every idle connection pays for its two tasks' state, and tokio allocates a task
+    /// in 128-byte steps with 104 bytes of its own: this guards the steps measured in
+    /// BENCHMARKS.md ("Idle memory"), 768 bytes for the connection's task (its future
+    /// at most 664) and 384 for the writer's (at most 280). A change that grows either
+    /// past its step costs every idle connection 128 bytes, and fails here first.
+    #[tokio::test]
+    async fn a_connection_s_tasks_stay_within_their_measured_size() {
+        let config = Config::try_parse_from(["wsbroker", "--listen", "127.0.0.1:0"]).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (_client, (stream, peer)) = (client.unwrap(), accepted.unwrap());
+        let (broker_tx, _broker_rx) = mpsc::channel(1);
+        let shared = Arc::new(connection::writer::Shared {
+            shutdown: CancellationToken::new(),
+            epoch: tokio::time::Instant::now(),
+            ping_interval: config.ping_interval,
+            idle_timeout: config.idle_timeout,
+            write_timeout: config.write_timeout,
+            write_buffer: config.write_buffer_size,
+        });
+        let ctx = Arc::new(connection::Context {
+            broker_tx,
+            outbox_capacity: config.outbox_capacity,
+            writer: Arc::clone(&shared),
+            metrics: Arc::new(Metrics::new(false)),
+        });
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let connection_task =
+            serve(stream, peer, ConnId(1), ctx, Arc::new(Admit::from_config(&config)), permit);
+        let size = std::mem::size_of_val(&connection_task);
+        println!("connection task future: {size} bytes");
+        assert!(size <= 664, "the connection task's future grew to {size} bytes (at most 664)");
+
+        let (_, writer_size) = connection::writer::future_size_for_tests(shared).await;
+        println!("writer task future: {writer_size} bytes");
+        assert!(writer_size <= 280, "the writer task's future grew to {writer_size} bytes (at most 280)");
     }
 }

@@ -497,6 +497,23 @@ async fn write_vectored_all(socket: &mut OwnedWriteHalf, frames: &[Frame]) -> io
     Ok(())
 }
 
+/// The size of a writer task's future, built on a loopback socket (for the size
+/// guard in `server`'s tests); the socket's other end comes with it.
+#[cfg(test)]
+pub(crate) async fn future_size_for_tests(ctx: Arc<Shared>) -> (tokio::net::TcpStream, usize) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (peer, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+    let (_read_half, write_half) = accepted.unwrap().0.into_split();
+    let (_outbox_tx, outbox_rx) = mpsc::channel(1);
+    let (_control_tx, control_rx) = futures_channel::mpsc::channel(1);
+    let (_stop_tx, stop_rx) = oneshot::channel();
+    let heard = Arc::new(Heard::now(&ctx));
+    let signals = Signals { stop_rx, kick: CancellationToken::new(), heard };
+    let writer = run(write_half, outbox_rx, control_rx, signals, ctx);
+    (peer.unwrap(), std::mem::size_of_val(&writer))
+}
+
 #[cfg(test)]
 #[expect(
     clippy::arithmetic_side_effects,
