@@ -226,9 +226,9 @@ pub(crate) fn run(
                             if !ping_due {
                                 continue;
                             }
-                            write_bytes(&mut socket, &frame::PING_FRAME, ctx.write_timeout)
+                            write_bytes(&mut socket, frame::PING_FRAME.as_slice(), ctx.write_timeout)
                         }
-                        Event::Control(Some(frames)) => write_frame(&mut socket, frames, ctx.write_timeout),
+                        Event::Control(Some(frames)) => write_bytes(&mut socket, frames, ctx.write_timeout),
                         // The reader's protocol layer is gone: nothing more will come
                         // from it.
                         Event::Control(None) => {
@@ -264,7 +264,7 @@ pub(crate) fn run(
             }
         };
         let reason = close?;
-        if write_frame(&mut socket, frame::close(reason.code(), reason.text()), ctx.write_timeout).await {
+        if write_bytes(&mut socket, frame::close(reason.code(), reason.text()), ctx.write_timeout).await {
             Some(reason.code())
         } else {
             tracing::debug!("could not send Close {}", reason.code());
@@ -362,32 +362,44 @@ type Written<'a> = super::Soon<'a>;
 
 /// Writes `bytes`: first without waiting, which is enough whenever the socket
 /// buffer has room (no future, no timer, no clock read), then, for whatever did not
-/// fit, waiting up to `limit`.
-fn write_bytes<'a>(socket: &'a mut OwnedWriteHalf, bytes: &'a [u8], limit: Duration) -> Written<'a> {
-    let written = match try_write(socket, bytes) {
+/// fit, waiting up to `limit`. The bytes are borrowed (a constant, the batch's one
+/// frame) or owned (a control frame, a coalesced batch); owned bytes move into the
+/// rest of the write when it must wait, so the writer's task holds no copy of them.
+fn write_bytes<'a>(socket: &'a mut OwnedWriteHalf, bytes: impl Bytes + 'a, limit: Duration) -> Written<'a> {
+    let written = match try_write(socket, bytes.bytes()) {
         Some(n) => n,
         None => return Written::Done(false),
     };
-    match bytes.get(written..) {
-        Some(rest) if !rest.is_empty() => Written::Waiting(Box::pin(bounded(limit, socket.write_all(rest)))),
-        _ => Written::Done(true),
-    }
-}
-
-/// [`write_bytes`] for a frame it owns: moved into the rest of the write when that
-/// must wait, so that the writer's task holds no copy of it meanwhile.
-fn write_frame(socket: &mut OwnedWriteHalf, frame: Frame, limit: Duration) -> Written<'_> {
-    let written = match try_write(socket, &frame) {
-        Some(n) => n,
-        None => return Written::Done(false),
-    };
-    if written >= frame.len() {
+    if written >= bytes.bytes().len() {
         return Written::Done(true);
     }
     Written::Waiting(Box::pin(async move {
-        let rest = frame.get(written..).unwrap_or_default();
+        let rest = bytes.bytes().get(written..).unwrap_or_default();
         bounded(limit, socket.write_all(rest)).await
     }))
+}
+
+/// What [`write_bytes`] writes: borrowed bytes, a shared frame, or a buffer of its own.
+trait Bytes: Send {
+    fn bytes(&self) -> &[u8];
+}
+
+impl Bytes for &[u8] {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Bytes for Frame {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Bytes for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
 }
 
 /// Writes what the socket takes without waiting: how many bytes, or `None` when
@@ -435,7 +447,7 @@ fn write_frames<'a>(
     // One frame (the usual batch when messages arrive slower than they are written):
     // its shared bytes go out as they are, with no copy and no buffer to allocate.
     if let [only] = frames {
-        return write_bytes(socket, only, limit);
+        return write_bytes(socket, only.as_slice(), limit);
     }
     let total = frames.iter().fold(0usize, |sum, f| sum.saturating_add(f.len()));
     if total > coalesce_limit {
@@ -445,18 +457,7 @@ fn write_frames<'a>(
     for f in frames {
         buffer.extend_from_slice(f);
     }
-    let written = match try_write(socket, &buffer) {
-        Some(n) => n,
-        None => return Written::Done(false),
-    };
-    if written >= buffer.len() {
-        return Written::Done(true);
-    }
-    // The rest waits for the socket, in a boxed future that owns the buffer.
-    Written::Waiting(Box::pin(async move {
-        let rest = buffer.get(written..).unwrap_or_default();
-        bounded(limit, socket.write_all(rest)).await
-    }))
+    write_bytes(socket, buffer, limit)
 }
 
 /// Writes `frames` with vectored writes, for batches too large to copy.
