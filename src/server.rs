@@ -142,14 +142,7 @@ impl Server {
         let ctx = Arc::new(connection::Context {
             broker_tx,
             outbox_capacity: config.outbox_capacity,
-            writer: Arc::new(connection::writer::Shared {
-                shutdown: shutdown_token.clone(),
-                epoch: tokio::time::Instant::now(),
-                ping_interval: config.ping_interval,
-                idle_timeout: config.idle_timeout,
-                write_timeout: config.write_timeout,
-                write_buffer: config.write_buffer_size,
-            }),
+            writer: Arc::new(connection::writer::Shared::from_config(&config, shutdown_token.clone())),
             metrics: Arc::clone(&metrics),
         });
         let rejections = Arc::new(Semaphore::new(MAX_PENDING_REJECTIONS));
@@ -559,14 +552,7 @@ mod tests {
         let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let (_client, (stream, peer)) = (client.unwrap(), accepted.unwrap());
         let (broker_tx, _broker_rx) = mpsc::channel(1);
-        let shared = Arc::new(connection::writer::Shared {
-            shutdown: CancellationToken::new(),
-            epoch: tokio::time::Instant::now(),
-            ping_interval: config.ping_interval,
-            idle_timeout: config.idle_timeout,
-            write_timeout: config.write_timeout,
-            write_buffer: config.write_buffer_size,
-        });
+        let shared = Arc::new(connection::writer::Shared::from_config(&config, CancellationToken::new()));
         let ctx = Arc::new(connection::Context {
             broker_tx,
             outbox_capacity: config.outbox_capacity,
@@ -580,7 +566,7 @@ mod tests {
         println!("connection task future: {size} bytes");
         assert!(size <= 664, "the connection task's future grew to {size} bytes (at most 664)");
 
-        let (_, writer_size) = connection::writer::future_size_for_tests(shared).await;
+        let writer_size = connection::writer::future_size_for_tests(shared).await;
         println!("writer task future: {writer_size} bytes");
         assert!(writer_size <= 280, "the writer task's future grew to {writer_size} bytes (at most 280)");
     }

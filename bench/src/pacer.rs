@@ -21,8 +21,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-/// A handle to the pacer thread; the thread ends when every handle is dropped.
-#[derive(Clone)]
+/// A handle to the pacer thread; the thread ends when the handle is dropped.
 pub struct Pacer {
     requests: mpsc::Sender<Request>,
 }

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, Frame};
 use super::{CLOSE_LINGER, Reason, SIGNALS_AT_LEAST_EVERY, Stop, WRITE_BATCH};
+use crate::config::Config;
 
 /// What can tell the writer to stop. Only the reader does: the broker's slow-consumer
 /// kick and the server's shutdown reach the writer through the reader's `Stop`, so
@@ -71,6 +72,20 @@ pub(crate) struct Shared {
     /// `--write-buffer-size`: batches up to this many bytes are coalesced into one
     /// buffer per write.
     pub write_buffer: usize,
+}
+
+impl Shared {
+    /// The writers' settings from the server's configuration.
+    pub(crate) fn from_config(config: &Config, shutdown: CancellationToken) -> Self {
+        Self {
+            shutdown,
+            epoch: Instant::now(),
+            ping_interval: config.ping_interval,
+            idle_timeout: config.idle_timeout,
+            write_timeout: config.write_timeout,
+            write_buffer: config.write_buffer_size,
+        }
+    }
 }
 
 /// When a connection's peer was last heard from, in milliseconds since
@@ -213,8 +228,8 @@ pub(crate) fn run(
                                 // Peer gone: end without one.
                                 break drain;
                             }
-                            let now = Instant::now();
-                            if now >= waits.signals.heard.idle_at(&ctx) {
+                            let (now, idle_at) = (Instant::now(), waits.signals.heard.idle_at(&ctx));
+                            if now >= idle_at {
                                 tracing::debug!("idle timeout; closing with 1001");
                                 break Some(Reason::IdleTimeout);
                             }
@@ -222,7 +237,7 @@ pub(crate) fn run(
                             if ping_due {
                                 next_ping = deadline_after(ctx.ping_interval);
                             }
-                            timer.as_mut().reset(next_ping.min(waits.signals.heard.idle_at(&ctx)));
+                            timer.as_mut().reset(next_ping.min(idle_at));
                             if !ping_due {
                                 continue;
                             }
@@ -498,13 +513,13 @@ async fn write_vectored_all(socket: &mut OwnedWriteHalf, frames: &[Frame]) -> io
     Ok(())
 }
 
-/// The size of a writer task's future, built on a loopback socket (for the size
-/// guard in `server`'s tests); the socket's other end comes with it.
+/// The size of a writer task's future, built on a loopback socket and never polled
+/// (for the size guard in `server`'s tests).
 #[cfg(test)]
-pub(crate) async fn future_size_for_tests(ctx: Arc<Shared>) -> (tokio::net::TcpStream, usize) {
+pub(crate) async fn future_size_for_tests(ctx: Arc<Shared>) -> usize {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (peer, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+    let (_peer, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
     let (_read_half, write_half) = accepted.unwrap().0.into_split();
     let (_outbox_tx, outbox_rx) = mpsc::channel(1);
     let (_control_tx, control_rx) = futures_channel::mpsc::channel(1);
@@ -512,7 +527,7 @@ pub(crate) async fn future_size_for_tests(ctx: Arc<Shared>) -> (tokio::net::TcpS
     let heard = Arc::new(Heard::now(&ctx));
     let signals = Signals { stop_rx, kick: CancellationToken::new(), heard };
     let writer = run(write_half, outbox_rx, control_rx, signals, ctx);
-    (peer.unwrap(), std::mem::size_of_val(&writer))
+    std::mem::size_of_val(&writer)
 }
 
 #[cfg(test)]
