@@ -22,9 +22,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::socket::ReadSide;
-use super::writer::Heard;
-use super::{CLOSE_LINGER, Context, Reason, SIGNALS_AT_LEAST_EVERY, Sent, Stop};
+use super::close::{Reason, Stop, WriterEnd};
+use super::read_side::ReadSide;
+use super::settings::Heard;
+use super::{CLOSE_LINGER, SIGNALS_AT_LEAST_EVERY, Shared};
 use crate::broker::{Command, ConnId, Op};
 
 /// What a reader needs besides its socket and its stop sender, owned by the
@@ -33,8 +34,9 @@ use crate::broker::{Command, ConnId, Op};
 pub(crate) struct Reader {
     pub id: ConnId,
     pub room: Arc<str>,
-    /// The broker's inbox, the writers' settings (the server's shutdown token among them).
-    pub ctx: Arc<Context>,
+    /// The broker's inbox and the connections' settings (the server's shutdown
+    /// token among them).
+    pub shared: Arc<Shared>,
     /// Cancelled by the broker to disconnect this connection as a slow consumer, and
     /// with the server's shutdown token, its parent, when the server shuts down.
     pub kick: CancellationToken,
@@ -43,41 +45,53 @@ pub(crate) struct Reader {
     pub heard: Arc<Heard>,
 }
 
+/// How the reader ended.
+pub(crate) struct ReaderEnd {
+    /// The code of the peer's Close frame, if it sent one (1005, "no status", for a
+    /// Close without a code).
+    pub peer_close: Option<CloseCode>,
+    /// How the writer ended, if the reader saw it end (its handle is then not to be
+    /// awaited again).
+    pub writer_end: Option<WriterEnd>,
+}
+
 /// What woke the reader.
 enum Wake {
-    /// The writer ended, having sent the Close with this code, if any.
-    WriterDone(Sent),
+    /// The writer ended.
+    WriterEnded(WriterEnd),
+    /// `kick` was cancelled: a slow-consumer disconnect, or shutdown.
     Kicked,
     /// The close linger is over.
     LingerOver,
-    /// A frame, or the end of the stream; `true` if taken before the signals.
-    Item(Option<Result<Message, WsError>>, bool),
+    /// A frame, or the end of the stream (`None`).
+    Frame {
+        item: Option<Result<Message, WsError>>,
+        /// Taken before the signals were polled (see `SIGNALS_AT_LEAST_EVERY`).
+        before_signals: bool,
+    },
 }
 
 impl Reader {
     /// Reads client messages and forwards data messages to the broker until the
-    /// connection ends. Returns the code of the peer's Close frame, if it sent one
-    /// (1005, "no status", for a Close without a code), and, if the writer ended
-    /// first, the code of the Close the writer sent. `stop_tx` is consumed when the
-    /// reader decides how the writer should end. `writer` is the writer task's
-    /// handle: it completes when the writer ends, for any reason, and is polled only
-    /// until then (a `JoinHandle` panics when polled again after it completed): not
-    /// once the close linger, which its completing starts, has started.
+    /// connection ends. `stop_tx` is consumed when the reader decides how the writer
+    /// should end. `writer_task` is the writer task's handle: it completes when the
+    /// writer ends, for any reason, and is polled only until then (a `JoinHandle`
+    /// panics when polled again after it completed): not once the close linger,
+    /// which its completing starts, has started.
     ///
-    /// A plain function returning an `async move` block, like `Connection::run`: an
-    /// `async fn` stores its arguments twice in the connection's task, which lives
-    /// as long as the connection.
+    /// A plain function returning an `async move` block (see "Task size" in the
+    /// connection module).
     #[expect(clippy::manual_async_fn, reason = "an async fn would store its arguments twice")]
     pub(crate) fn run<'a>(
         &'a self,
         ws_rx: &'a mut WebSocketStream<ReadSide>,
         stop_tx: &'a mut Option<oneshot::Sender<Stop>>,
-        writer: &'a mut JoinHandle<Sent>,
-    ) -> impl Future<Output = (Option<CloseCode>, Option<Sent>)> + Send + 'a {
+        writer_task: &'a mut JoinHandle<WriterEnd>,
+    ) -> impl Future<Output = ReaderEnd> + Send + 'a {
         async move {
             let mut peer_close = None;
             // What the writer's handle gave, once it completed (it is not polled again).
-            let mut writer_sent: Option<Sent> = None;
+            let mut writer_end: Option<WriterEnd> = None;
             // The end of the close linger, made when the writer ends: from then on we
             // only wait (briefly) for the peer to finish the close handshake. Boxed,
             // because inline its state would be part of every connection's task for
@@ -99,8 +113,8 @@ impl Reader {
                     // captures are task state while it waits.
                     let (signals_first, closing, stopped) =
                         (reads >= SIGNALS_AT_LEAST_EVERY, linger.is_some(), stop_tx.is_none());
-                    let (rx, done, mut kicked, mut linger_end) =
-                        (&mut *ws_rx, &mut *writer, kicked, linger.as_mut());
+                    let (rx, writer_done, mut kicked, mut linger_end) =
+                        (&mut *ws_rx, &mut *writer_task, kicked, linger.as_mut());
                     let wake = std::future::poll_fn(move |cx| {
                         // The socket first, so that a frame that is already there is
                         // taken without polling the signals (they registered with
@@ -112,12 +126,12 @@ impl Reader {
                         // has ended.
                         if !signals_first {
                             if let Poll::Ready(item) = rx.poll_next_unpin(cx) {
-                                return Poll::Ready(Wake::Item(item, true));
+                                return Poll::Ready(Wake::Frame { item, before_signals: true });
                             }
                         }
                         if !closing {
-                            if let Poll::Ready(joined) = Pin::new(&mut *done).poll(cx) {
-                                return Poll::Ready(Wake::WriterDone(super::writer_sent(joined)));
+                            if let Poll::Ready(joined) = Pin::new(&mut *writer_done).poll(cx) {
+                                return Poll::Ready(Wake::WriterEnded(super::writer_end(joined)));
                             }
                         }
                         if !closing && !stopped && kicked.as_mut().poll(cx).is_ready() {
@@ -130,14 +144,14 @@ impl Reader {
                         }
                         if signals_first {
                             if let Poll::Ready(item) = rx.poll_next_unpin(cx) {
-                                return Poll::Ready(Wake::Item(item, false));
+                                return Poll::Ready(Wake::Frame { item, before_signals: false });
                             }
                         }
                         Poll::Pending
                     });
                     let item = match wake.await {
-                        Wake::WriterDone(sent) => {
-                            writer_sent = Some(sent);
+                        Wake::WriterEnded(end) => {
+                            writer_end = Some(end);
                             linger = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
                             continue;
                         }
@@ -149,13 +163,13 @@ impl Reader {
                             tracing::debug!("peer did not finish the close handshake in time");
                             break;
                         }
-                        Wake::Item(item, fast) => {
-                            reads = if fast { reads.saturating_add(1) } else { 0 };
+                        Wake::Frame { item, before_signals } => {
+                            reads = if before_signals { reads.saturating_add(1) } else { 0 };
                             item
                         }
                     };
                     // Any frame, pongs included, keeps the connection from idling out.
-                    self.heard.touch(&self.ctx.writer);
+                    self.heard.touch(&self.shared.settings);
                     // Decided synchronously, so that no message is held in the task's
                     // state across the wait below.
                     match item {
@@ -204,19 +218,19 @@ impl Reader {
                 // Location ①, full: wait for room. Boxed because it is rare, and
                 // inline its state would size every connection's task for its whole
                 // life.
-                if let Some(sent) = Box::pin(self.wait_for_room(publish, stop_tx, writer)).await {
-                    writer_sent = Some(sent);
+                if let Some(end) = Box::pin(self.wait_for_room(publish, stop_tx, writer_task)).await {
+                    writer_end = Some(end);
                     linger = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
                 }
             }
-            (peer_close, writer_sent)
+            ReaderEnd { peer_close, writer_end }
         }
     }
 
     /// Location ①: hands `publish` to the broker if its inbox has room. Returns it
     /// when the inbox is full; `None` when it was sent or the broker is gone.
     fn try_forward(&self, publish: Command, stop_tx: &mut Option<oneshot::Sender<Stop>>) -> Option<Command> {
-        match self.ctx.broker_tx.try_send(publish) {
+        match self.shared.broker_tx.try_send(publish) {
             Ok(()) => None,
             Err(TrySendError::Closed(_)) => {
                 broker_gone(stop_tx);
@@ -228,24 +242,23 @@ impl Reader {
 
     /// Location ①, full: waits until the broker's inbox has room for `publish`,
     /// which stops this socket being read meanwhile. Gives the message up when the
-    /// connection is closing; returns what the writer's handle gave if that is
-    /// because the writer ended. Entered only before the close linger, so the
-    /// writer's handle has not completed yet.
+    /// connection is closing; returns how the writer ended if that is why. Entered
+    /// only before the close linger, so the writer's handle has not completed yet.
     async fn wait_for_room(
         &self,
         publish: Command,
         stop_tx: &mut Option<oneshot::Sender<Stop>>,
-        writer: &mut JoinHandle<Sent>,
-    ) -> Option<Sent> {
+        writer_task: &mut JoinHandle<WriterEnd>,
+    ) -> Option<WriterEnd> {
         tokio::select! {
             biased;
-            sent = self.ctx.broker_tx.send(publish) => {
+            sent = self.shared.broker_tx.send(publish) => {
                 if sent.is_err() {
                     broker_gone(stop_tx);
                 }
                 None
             }
-            joined = writer => Some(super::writer_sent(joined)),
+            joined = writer_task => Some(super::writer_end(joined)),
             () = self.kick.cancelled() => {
                 signal(stop_tx, self.kicked());
                 None
@@ -257,7 +270,7 @@ impl Reader {
 impl Reader {
     /// The stop owed once `kick` is cancelled.
     fn kicked(&self) -> Stop {
-        Stop::Close(super::kick_close(&self.ctx.writer.shutdown))
+        Stop::Close(Reason::for_kick(&self.shared.settings.shutdown))
     }
 }
 

@@ -1,0 +1,93 @@
+//! How a connection ends: the Close frames the server sends ([`Reason`]) and what the
+//! reader tells the writer before it ends ([`Stop`]).
+
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+
+/// Why the server closes a connection: the code and the reason text of its Close
+/// frame. One byte rather than a code and a string: the writer keeps it while it
+/// decides how to end (see "Task size" in the connection module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// 1001: nothing arrived for `--idle-timeout`.
+    IdleTimeout,
+    /// 1001: the server is shutting down.
+    ShuttingDown,
+    /// 1008: disconnected as a slow consumer (`--slow-consumer disconnect`).
+    SlowConsumer,
+    /// 1011: location ①, the broker is gone.
+    BrokerUnavailable,
+    /// 1011: location ⑤, the broker no longer tracks this connection.
+    Deregistered,
+    /// 1011: the reader ended without a word (only a panic can do that).
+    InternalError,
+    /// 1009: a message or frame over the size limits.
+    TooBig,
+    /// 1007: a text message that is not UTF-8.
+    InvalidUtf8,
+    /// 1002: any other protocol violation.
+    ProtocolError,
+}
+
+impl Reason {
+    /// The Close frame's status code.
+    pub(crate) fn code(self) -> CloseCode {
+        match self {
+            Self::IdleTimeout | Self::ShuttingDown => CloseCode::Away,
+            Self::SlowConsumer => CloseCode::Policy,
+            Self::BrokerUnavailable | Self::Deregistered | Self::InternalError => CloseCode::Error,
+            Self::TooBig => CloseCode::Size,
+            Self::InvalidUtf8 => CloseCode::Invalid,
+            Self::ProtocolError => CloseCode::Protocol,
+        }
+    }
+
+    /// The Close frame's reason text.
+    pub(crate) fn text(self) -> &'static str {
+        match self {
+            Self::IdleTimeout => "idle timeout",
+            Self::ShuttingDown => "server shutting down",
+            Self::SlowConsumer => "slow consumer",
+            Self::BrokerUnavailable => "broker unavailable",
+            Self::Deregistered => "deregistered by the broker",
+            Self::InternalError => "internal error",
+            Self::TooBig => "message too big",
+            Self::InvalidUtf8 => "invalid UTF-8",
+            Self::ProtocolError => "protocol error",
+        }
+    }
+
+    /// The Close owed to a connection whose `kick` token was cancelled: 1001 when the
+    /// server is shutting down (which cancels every `kick`), else 1008 for a slow
+    /// consumer the broker disconnected.
+    pub(crate) fn for_kick(shutdown: &CancellationToken) -> Self {
+        if shutdown.is_cancelled() {
+            Self::ShuttingDown
+        } else {
+            tracing::debug!("disconnected as a slow consumer; closing with 1008");
+            Self::SlowConsumer
+        }
+    }
+}
+
+/// What the reader asks the writer to do before ending (through their oneshot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The peer closed (its Close frame is answered by the protocol layer) or
+    /// vanished: there is nothing left for the writer to send.
+    PeerGone,
+    /// Send this Close frame now, then end.
+    Close(Reason),
+    /// First deliver what the broker already queued for this connection (until the
+    /// broker, handling the reader's deregistration, closes the outbox), then send
+    /// this Close frame. Used for protocol errors, so that messages the client sent
+    /// before its bad frame are still echoed to it, in order (RFC 6455 strictness).
+    CloseAfterDrain(Reason),
+}
+
+/// How a writer task ended: the code of the Close frame it sent, if it sent one
+/// (none when the peer had gone, or a write failed or stalled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WriterEnd {
+    pub close_sent: Option<CloseCode>,
+}

@@ -1,0 +1,120 @@
+//! The admission rules a handshake request must pass before any WebSocket state
+//! exists, and the HTTP answers to those that do not.
+//!
+//! At most `--max-connections` admitted sockets (beyond: HTTP 503, see [`reject`]),
+//! the handshake within `--handshake-timeout`, the path within `--max-room-length`
+//! (beyond: HTTP 414), the Origin in `--allowed-origin` when given (otherwise: HTTP
+//! 403). tungstenite itself rejects a request header larger than 64 KiB.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::config::Config;
+use crate::metrics::RejectReason;
+
+/// The admission rules applied to each handshake request.
+#[derive(Debug)]
+pub(crate) struct Admit {
+    max_room_length: usize,
+    /// Lower-cased allowed origins; empty means every origin is allowed.
+    allowed_origins: Vec<String>,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) ws_config: WebSocketConfig,
+}
+
+impl Admit {
+    pub(crate) fn from_config(config: &Config) -> Self {
+        Self {
+            max_room_length: usize::from(config.max_room_length),
+            allowed_origins: config.allowed_origins.iter().map(|o| normalize_origin(o)).collect(),
+            handshake_timeout: config.handshake_timeout,
+            ws_config: config.websocket_config(),
+        }
+    }
+
+    /// Decides on one handshake request: the room name, or why it is rejected.
+    pub(crate) fn check(&self, request: &Request) -> Result<Arc<str>, Rejection> {
+        // The room is the path; the query string is ignored.
+        let path = request.uri().path();
+        if path.len() > self.max_room_length {
+            return Err(Rejection::RoomTooLong);
+        }
+        if !self.allowed_origins.is_empty() {
+            // Browsers always send Origin on WebSocket handshakes, and cross-site
+            // hijacking needs a browser; a request without Origin comes from a
+            // non-browser client, which could forge any Origin anyway.
+            if let Some(origin) = request.headers().get("origin") {
+                let origin = origin.to_str().map(normalize_origin).unwrap_or_default();
+                if !self.allowed_origins.contains(&origin) {
+                    return Err(Rejection::Origin);
+                }
+            }
+        }
+        Ok(Arc::from(path))
+    }
+}
+
+/// Origins compare case-insensitively and without a trailing slash.
+fn normalize_origin(origin: &str) -> String {
+    origin.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// Why a handshake was refused before the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    /// `--max-connections` reached: HTTP 503.
+    Limit,
+    /// Origin not in `--allowed-origin`: HTTP 403.
+    Origin,
+    /// Path longer than `--max-room-length`: HTTP 414.
+    RoomTooLong,
+}
+
+impl Rejection {
+    /// The `wsbroker_handshake_rejections_total` label.
+    pub(crate) fn reason(self) -> RejectReason {
+        match self {
+            Self::Limit => RejectReason::Limit,
+            Self::Origin => RejectReason::Origin,
+            Self::RoomTooLong => RejectReason::BadRequest,
+        }
+    }
+
+    /// The HTTP answer, with a one-line plain-text body.
+    pub(crate) fn response(self) -> ErrorResponse {
+        let (status, body) = match self {
+            Self::Limit => (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached"),
+            Self::Origin => (StatusCode::FORBIDDEN, "origin not allowed"),
+            Self::RoomTooLong => (StatusCode::URI_TOO_LONG, "room name too long"),
+        };
+        let mut response = ErrorResponse::new(Some(body.to_owned()));
+        *response.status_mut() = status;
+        response
+    }
+}
+
+/// Answers an over-limit connection's handshake with HTTP 503, within the handshake
+/// timeout. `_slot` bounds how many of these run at once.
+pub(crate) async fn reject(
+    stream: TcpStream,
+    peer: SocketAddr,
+    admit: Arc<Admit>,
+    _slot: OwnedSemaphorePermit,
+) {
+    #[expect(clippy::result_large_err, reason = "the Err type is fixed by tungstenite's Callback trait")]
+    let callback =
+        |_: &Request, _: Response| -> Result<Response, ErrorResponse> { Err(Rejection::Limit.response()) };
+    let handshake = tokio_tungstenite::accept_hdr_async(stream, callback);
+    // The callback always refuses, so the handshake never succeeds; its error (the
+    // 503 sent, or the peer gone, or the timeout) needs nothing more.
+    if let Ok(Ok(_)) = tokio::time::timeout(admit.handshake_timeout, handshake).await {
+        tracing::debug!(%peer, "over-limit handshake unexpectedly accepted; dropped");
+    }
+}

@@ -1,0 +1,65 @@
+//! [`ServerHandle`]: a cheap handle for observing a running server (and, in tests,
+//! injecting faults into it).
+
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::broker::{BrokerStats, Command, Hook, Op};
+use crate::metrics::Metrics;
+
+/// A cheap handle for observing (and, in tests, injecting faults into) a server.
+///
+/// It holds only a weak reference to the broker's inbox, so it never keeps the broker
+/// alive: once the server has shut down, every call answers `None` / `false`.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    pub(super) broker_tx: mpsc::WeakSender<Command>,
+    pub(super) admission: Arc<Semaphore>,
+    pub(super) max_connections: usize,
+    pub(super) broker_capacity: usize,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl ServerHandle {
+    /// A snapshot of the broker's rooms and counters, or `None` when the broker is gone.
+    pub async fn stats(&self) -> Option<BrokerStats> {
+        let broker_tx = self.broker_tx.upgrade()?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        broker_tx.send(Command::Op(Op::Stats { reply_tx })).await.ok()?;
+        drop(broker_tx);
+        reply_rx.await.ok()
+    }
+
+    /// Admitted connections, including those still in their handshake.
+    pub fn open_connections(&self) -> usize {
+        self.max_connections.saturating_sub(self.admission.available_permits())
+    }
+
+    /// Commands waiting in the broker's inbox (0 once the broker is gone).
+    pub fn inbox_depth(&self) -> usize {
+        self.broker_tx.upgrade().map_or(0, |tx| self.broker_capacity.saturating_sub(tx.capacity()))
+    }
+
+    /// Whether the broker runs and the server accepts connections (what /healthz says).
+    pub fn healthy(&self) -> bool {
+        self.metrics.healthy()
+    }
+
+    /// Configured for Redis but not connected to it (local delivery only).
+    pub fn degraded(&self) -> bool {
+        self.metrics.degraded()
+    }
+
+    /// The metrics, rendered as the `/metrics` endpoint would.
+    pub fn render_metrics(&self) -> String {
+        crate::metrics::render(&self.metrics, self)
+    }
+
+    /// Test fault injection; returns whether the broker accepted the hook.
+    #[doc(hidden)]
+    pub async fn inject(&self, hook: Hook) -> bool {
+        let Some(broker_tx) = self.broker_tx.upgrade() else { return false };
+        broker_tx.send(Command::Hook(hook)).await.is_ok()
+    }
+}

@@ -1,0 +1,140 @@
+//! One admitted connection from its TCP stream to its end: the WebSocket handshake
+//! under the admission rules, then the connection itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+
+use super::admission::{Admit, Rejection};
+use crate::broker::ConnId;
+use crate::connection;
+use crate::metrics::{Metrics, RejectReason};
+
+/// Upgrades one admitted TCP connection and runs it. Handshake failures end here,
+/// logged at debug (rejections by rule at info): a client that cannot or may not
+/// speak WebSocket affects nobody else. `permit` is held for the connection's life.
+///
+/// A plain function returning an `async move` block, with the handshake and the
+/// connection's setup boxed apart, so that the task keeps none of their state once
+/// the connection runs (see "Task size" in the connection module).
+pub(crate) fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: ConnId,
+    shared: Arc<connection::Shared>,
+    admit: Arc<Admit>,
+    permit: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send {
+    let setup = Box::pin(async move {
+        let (ws, room, peer) =
+            handshake(stream, peer, Arc::clone(&admit), Arc::clone(&shared.metrics)).await?;
+        connection::open(ws, admit.ws_config, id, room, peer, &shared)
+    });
+    async move {
+        // Captured by the block and so held for the connection's life; no binding,
+        // which would store a second copy in the task.
+        let _ = &permit;
+        // Awaited in place (an `if let` would store the future twice in this task).
+        futures_util::future::OptionFuture::from(setup.await).await;
+    }
+}
+
+/// The WebSocket handshake of an admitted connection, within the handshake timeout:
+/// the upgraded stream, its room and the peer's address, or `None` when it was
+/// refused or failed (counted and logged here).
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    admit: Arc<Admit>,
+    metrics: Arc<Metrics>,
+) -> Option<(WebSocketStream<TcpStream>, Arc<str>, SocketAddr)> {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
+    let mut room: Option<Arc<str>> = None;
+    let mut refused: Option<Rejection> = None;
+    #[expect(clippy::result_large_err, reason = "the Err type is fixed by tungstenite's Callback trait")]
+    let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        match admit.check(request) {
+            Ok(name) => {
+                room = Some(name);
+                Ok(response)
+            }
+            Err(rejection) => {
+                refused = Some(rejection);
+                Err(rejection.response())
+            }
+        }
+    };
+    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(admit.ws_config));
+    let ws = match tokio::time::timeout(admit.handshake_timeout, upgrade).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            // Refused by a rule, or not a valid upgrade at all.
+            let reason = refused.map_or(RejectReason::BadRequest, Rejection::reason);
+            metrics.rejected(reason);
+            tracing::info!(%peer, reason = ?reason, error = %e, "handshake rejected");
+            return None;
+        }
+        Err(_) => {
+            metrics.rejected(RejectReason::Timeout);
+            tracing::info!(%peer, reason = ?RejectReason::Timeout, "handshake rejected");
+            return None;
+        }
+    };
+    let Some(room) = room else {
+        // The handshake succeeded only if the callback accepted, which sets `room`;
+        // dropping the connection is the safe answer if that ever changes.
+        tracing::debug!(%peer, "handshake completed without a room");
+        return None;
+    };
+    Some((ws, room, peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use tokio::net::TcpListener;
+    use tokio::sync::{Semaphore, mpsc};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::connection::settings::Settings;
+
+    /// Every idle connection pays for its two tasks' state, and tokio allocates a task
+    /// in 128-byte steps with 104 bytes of its own: this guards the steps measured in
+    /// BENCHMARKS.md ("Idle memory"), 768 bytes for the connection's task (its future
+    /// at most 664) and 384 for the writer's (at most 280). A change that grows either
+    /// past its step costs every idle connection 128 bytes, and fails here first.
+    #[tokio::test]
+    async fn a_connection_s_tasks_stay_within_their_measured_size() {
+        let config = Config::try_parse_from(["wsbroker", "--listen", "127.0.0.1:0"]).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (_client, (stream, peer)) = (client.unwrap(), accepted.unwrap());
+        let (broker_tx, _broker_rx) = mpsc::channel(1);
+        let settings = Arc::new(Settings::from_config(&config, CancellationToken::new()));
+        let shared = Arc::new(connection::Shared {
+            broker_tx,
+            outbox_capacity: config.outbox_capacity,
+            settings: Arc::clone(&settings),
+            metrics: Arc::new(Metrics::new(false)),
+        });
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let connection_task =
+            serve(stream, peer, ConnId(1), shared, Arc::new(Admit::from_config(&config)), permit);
+        let size = std::mem::size_of_val(&connection_task);
+        println!("connection task future: {size} bytes");
+        assert!(size <= 664, "the connection task's future grew to {size} bytes (at most 664)");
+
+        let writer_size = connection::writer::future_size_for_tests(settings).await;
+        println!("writer task future: {writer_size} bytes");
+        assert!(writer_size <= 280, "the writer task's future grew to {writer_size} bytes (at most 280)");
+    }
+}
