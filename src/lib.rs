@@ -2,12 +2,30 @@
 //!
 //! Clients connect over WebSocket; the request path names the room; every text or
 //! binary message a client sends is delivered to every member of its room.
+//! `docs/design.md` tells the design and why it is so.
 //!
-//! Modules, one per role, in the order a message travels:
-//! - [`server`]: binds, accepts, upgrades, supervises the broker, shuts down.
-//! - [`connection`]: one reader task and one writer task per connection
-//!   (failure locations ① in `connection::reader`, ⑤ in `connection::writer`).
-//! - [`broker`]: the one task that owns all room state (locations ② and ④).
+//! # The path of one message
+//!
+//! In the order a message travels, one function per hop:
+//! 1. [`Server::run`] accepts the socket; `server::Acceptor::accept` admits it and
+//!    spawns `server::handshake::serve`, which upgrades it under the rules of
+//!    `server::admission` and calls `connection::open`.
+//! 2. `connection::open` starts the writer task; `Connection::run` registers with
+//!    the broker (`Op::Join`) and runs the reader.
+//! 3. `connection::reader::Reader::run` reads a frame, builds the server frame once
+//!    (`connection::frame::data`) and sends `Op::Publish` into the broker's inbox
+//!    (failure location ①).
+//! 4. [`broker::run`] receives it (location ②) and calls `Broker::handle`, which calls
+//!    `Rooms::publish`: one `try_send` of a shared clone per member's outbox
+//!    (locations ③ and ④).
+//! 5. `connection::writer::run` takes a batch from its outbox (location ⑤) and
+//!    `connection::write::write_frames` puts it on the socket with one write.
+//!
+//! # Modules, one per role
+//! - [`server`]: binds, accepts, admits and upgrades connections, supervises the
+//!   broker, shuts down.
+//! - `connection`: one reader task and one writer task per connection.
+//! - [`broker`]: the one task that owns all room state, and its proven core.
 //! - [`cluster`]: with `--redis-url`, the bridge that carries rooms across nodes.
 //! - [`config`]: command-line flags, validated so no value can reach a panicking API.
 //! - [`metrics`]: counters, and the `/metrics` and `/healthz` endpoint.

@@ -6,47 +6,16 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::logs::Logs;
 use common::{TestServer, recv, send_text};
 use tokio_tungstenite::tungstenite::Message;
-
-/// Collects what the fmt layer writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // A poisoned lock means the test already failed; the bytes are not needed.
-        if let Ok(mut bytes) = self.0.lock() {
-            bytes.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines(&self) -> Vec<String> {
-        let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).lines().map(str::to_owned).collect()
-    }
-}
+use tracing::Level;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_lines_carry_the_connection_span_from_reader_and_writer() {
-    let captured = Captured::default();
-    let sink = captured.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || sink.clone())
-        .init();
+    let logs = Logs::capture(Level::DEBUG);
     let server = TestServer::with(|c| {
         c.ping_interval = Duration::from_millis(100);
         c.idle_timeout = Duration::from_millis(300);
@@ -66,7 +35,7 @@ async fn debug_lines_carry_the_connection_span_from_reader_and_writer() {
     server.wait_members("/logged", 0).await;
     server.shutdown().await.unwrap();
 
-    let lines = captured.lines();
+    let lines = logs.lines();
     let in_span = |needle: &str| {
         lines
             .iter()

@@ -1,38 +1,20 @@
 //! A client's Close and an abrupt disconnect (EOF, reset) are normal events: neither
-//! may log at WARN or above. A counting tracing layer observes every event in this
-//! test binary, which holds this one test so that the count is its own.
+//! may log at WARN or above. This binary holds this one test, so that every line its
+//! process-wide log capture sees is this test's.
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
+use common::logs::Logs;
 use common::{TestServer, expect_close, recv, send_text};
 use futures_util::SinkExt;
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-
-struct CountLoud(Arc<AtomicUsize>);
-
-impl<S: Subscriber> Layer<S> for CountLoud {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        if *event.metadata().level() <= Level::WARN {
-            eprintln!("loud event: {event:?}");
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
+use tracing::Level;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_close_eof_and_reset_log_nothing_at_warn_or_above() {
-    let loud = Arc::new(AtomicUsize::new(0));
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::registry().with(CountLoud(Arc::clone(&loud))),
-    )
-    .unwrap();
+    let logs = Logs::capture(Level::WARN);
     let server = TestServer::start().await;
     let mut witness = server.join("/q").await;
 
@@ -61,5 +43,5 @@ async fn client_close_eof_and_reset_log_nothing_at_warn_or_above() {
     let shutdown = tokio::spawn(async move { expect_close(&mut witness).await });
     server.shutdown().await.unwrap();
     assert_eq!(shutdown.await.unwrap(), CloseCode::Away);
-    assert_eq!(loud.load(Ordering::SeqCst), 0, "a normal close logged at WARN or above");
+    assert_eq!(logs.lines(), Vec::<String>::new(), "a normal close logged at WARN or above");
 }

@@ -28,6 +28,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use wsbench::keys;
 
 /// How many frames a flat-out publisher writes per `write` call.
 const PUBLISH_BATCH: usize = 32;
@@ -177,9 +178,9 @@ async fn idle(args: &Args, n: usize) -> Result<serde_json::Value, String> {
         .unwrap_or(0);
     drop(connections);
     Ok(json!({
-        "label": args.label, "mode": "idle", "connections": n,
+        (keys::LABEL): args.label, (keys::MODE): keys::IDLE, "connections": n,
         "server_rss_before_kib": before, "server_rss_after_kib": after,
-        "server_bytes_per_connection": per_connection,
+        (keys::SERVER_BYTES_PER_CONNECTION): per_connection,
     }))
 }
 
@@ -288,20 +289,23 @@ async fn traffic(args: &Args) -> Result<serde_json::Value, String> {
     let server_busy = server_cpu_s.is_none_or(|c| c / secs > 0.9);
     let loadgen_saturated = own_cpu_s / secs > 0.9 && !server_busy;
     Ok(json!({
-        "label": args.label,
-        "mode": if args.rate.is_some() { "fixed-rate" } else { "flat-out" },
+        (keys::LABEL): args.label,
+        (keys::MODE): if args.rate.is_some() { keys::FIXED_RATE } else { keys::FLAT_OUT },
         "rooms": args.rooms, "subscribers": args.subscribers, "publishers": args.publishers,
         "stalled": args.stalled, "size": args.size, "rate_per_publisher": args.rate,
         "window_s": secs,
         "published_in_window": sent,
-        "deliveries_per_s": delivered as f64 / secs,
-        "deliveries_per_server_cpu_s": server_cpu_s.map(|c| if c > 0.0 { delivered as f64 / c } else { 0.0 }),
-        "server_cpu_fraction": server_cpu_s.map(|c| c / secs),
-        "loss": loss,
-        "latency_ms": {"p50": pct(0.50), "p99": pct(0.99), "p999": pct(0.999), "max": if hist.is_empty() { 0.0 } else { hist.max() as f64 / 1000.0 }},
-        "server_peak_rss_kib": peak_rss,
-        "loadgen_cpu_fraction": own_cpu_s / secs,
-        "loadgen_saturated": loadgen_saturated,
+        (keys::DELIVERIES_PER_S): delivered as f64 / secs,
+        (keys::DELIVERIES_PER_SERVER_CPU_S): server_cpu_s.map(|c| if c > 0.0 { delivered as f64 / c } else { 0.0 }),
+        (keys::SERVER_CPU_FRACTION): server_cpu_s.map(|c| c / secs),
+        (keys::LOSS): loss,
+        (keys::LATENCY_MS): {
+            (keys::P50): pct(0.50), (keys::P99): pct(0.99), (keys::P999): pct(0.999),
+            (keys::MAX): if hist.is_empty() { 0.0 } else { hist.max() as f64 / 1000.0 },
+        },
+        (keys::SERVER_PEAK_RSS_KIB): peak_rss,
+        (keys::LOADGEN_CPU_FRACTION): own_cpu_s / secs,
+        (keys::LOADGEN_SATURATED): loadgen_saturated,
         "errors": shared.errors.get(),
     }))
 }

@@ -11,6 +11,8 @@
     reason = "test harness: a failed expectation must fail the test, as in #[test] fns (clippy.toml)"
 )]
 
+pub mod logs;
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};

@@ -1,35 +1,50 @@
 //! Project automation, reached through `cargo xtask` (alias in `.cargo/config.toml`).
-//!
-//! - `cargo xtask audit`: the panic audit; writes `target/audit/report.md` and
-//!   `target/audit/report.json` and exits non-zero when any gate fails.
-//! - `cargo xtask test`: the README's test command; installs `redis-server` when
-//!   absent, then runs `cargo test`.
-//! - `cargo xtask bench`: the benchmarks; writes `target/bench/` (and, with
-//!   `--write-docs`, `BENCHMARKS.md` and `docs/benchmarks.svg`).
+//! `cargo xtask --help` lists the subcommands and `cargo xtask <command> --help`
+//! their flags; each subcommand is a module with one `run`.
 
 mod audit;
 mod bench;
+mod command;
+mod install;
+mod project;
 mod test;
-mod util;
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+
+/// wsbroker's project automation: tests, the panic audit and the benchmarks.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The README's test command: installs what the tests need (redis-server), then
+    /// runs `cargo test`.
+    Test(test::Args),
+    /// The panic audit: every gate, and the report in target/audit/.
+    Audit(audit::Args),
+    /// The benchmarks against wsbroker and the chosen peers; report in target/bench/.
+    Bench(bench::Args),
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("audit") => audit::run(),
-        Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
-        Some("test") => test::run(args.get(1..).unwrap_or_default()),
-        Some("-h" | "--help") | None => {
-            println!(
-                "usage: cargo xtask <test|audit|bench>\n\n  test    install redis-server if absent, then cargo test\n  audit   run the panic audit; report in target/audit/\n  \
-                 bench   [--peer bun] [--peer node-ws] [--quick] [--write-docs]; report in target/bench/"
-            );
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!("error: unknown xtask '{other}' (try: cargo xtask audit)");
-            ExitCode::from(2)
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Test(args) => test::run(&args),
+        Command::Audit(args) => audit::run(&args),
+        Command::Bench(args) => bench::run(&args),
+    };
+    match outcome {
+        Ok(ExitCode::SUCCESS) => ExitCode::SUCCESS,
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

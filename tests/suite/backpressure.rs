@@ -4,11 +4,9 @@
 //! flow control stops the client. The server holds at most one message per reader
 //! plus the inbox's capacity, and loses nothing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestServer, recv};
+use crate::common::{TestServer, recv};
 use futures_util::SinkExt;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;

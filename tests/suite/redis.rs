@@ -6,21 +6,12 @@
 //! PID. Without `redis-server` on PATH the tests fail (they never skip): run
 //! `cargo xtask test`, which installs it.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    reason = "test helpers: a failed expectation must fail the test, as in #[test] fns (clippy.toml)"
-)]
-
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, recv, sample, send_text};
+use crate::common::{TestServer, recv, sample, send_text};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 

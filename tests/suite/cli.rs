@@ -1,20 +1,12 @@
 //! The binary as a user runs it: bad flags exit 2 with one line; SIGTERM and SIGINT
 //! close every client with 1001 and exit 0.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    reason = "test helpers: a failed expectation must fail the test, as in #[test] fns (clippy.toml)"
-)]
-
-mod common;
+use crate::common;
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::expect_close;
+use crate::common::expect_close;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wsbroker");

@@ -1,20 +1,11 @@
 //! Hostile input. Each test asserts that the offender gets the documented outcome,
 //! that the server survives, and that a bystander in the same server keeps receiving.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    reason = "test helpers: a failed expectation must fail the test, as in #[test] fns (clippy.toml)"
-)]
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{TestServer, expect_close, recv, send_text};
+use crate::common::{TestServer, expect_close, recv, send_text};
 use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};

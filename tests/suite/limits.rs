@@ -1,20 +1,11 @@
 //! Admission limits and liveness: the connection limit (503), allowed origins (403),
 //! pings, the idle timeout (1001), the write timeout, and slow consumers (1008).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    reason = "test helpers: a failed expectation must fail the test, as in #[test] fns (clippy.toml)"
-)]
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{TestServer, expect_close, recv, send_text};
+use crate::common::{TestServer, expect_close, recv, send_text};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpSocket;

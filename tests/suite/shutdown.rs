@@ -1,11 +1,9 @@
 //! Graceful shutdown through the library: every client gets Close 1001 and the
 //! server finishes within its shutdown timeout.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestServer, expect_close};
+use crate::common::{TestServer, expect_close};
 use futures_util::SinkExt;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;

@@ -1,9 +1,7 @@
 //! The design notes' failure table, one test per location, each asserting what the
 //! client sees (frames, close codes) and what the broker holds afterwards.
 
-mod common;
-
-use common::{TestServer, expect_close, recv, send_text};
+use crate::common::{TestServer, expect_close, recv, send_text};
 use futures_util::SinkExt;
 use tokio::net::TcpSocket;
 use tokio::sync::oneshot;

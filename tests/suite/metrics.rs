@@ -2,20 +2,11 @@
 //! `/metrics` after connect, publish, a stalled consumer, a rejection and a
 //! disconnect; `/healthz` turning 503 when the broker stops; 404 elsewhere.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    reason = "test helpers: a failed expectation must fail the test, as in #[test] fns (clippy.toml)"
-)]
-
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 
-use common::{TestServer, expect_close, recv, sample};
+use crate::common::{TestServer, expect_close, recv, sample};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};

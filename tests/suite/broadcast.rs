@@ -1,9 +1,9 @@
 //! Room semantics through real clients: broadcast with and without echo, isolation
 //! between rooms, text and binary, per-publisher order, and the close handshake.
 
-mod common;
+use crate::common;
 
-use common::{TestServer, assert_nothing_delivered, expect_close, recv, send_text};
+use crate::common::{TestServer, assert_nothing_delivered, expect_close, recv, send_text};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;

@@ -2,19 +2,11 @@
 //! hold: the server's peak memory stays bounded by its configured capacities. The
 //! server runs as its own process so that /proc shows its memory alone.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    reason = "test helpers: a failed expectation must fail the test, as in #[test] fns (clippy.toml)"
-)]
-
-mod common;
+use crate::common;
 
 use std::process::Command;
 
-use common::recv;
+use crate::common::recv;
 use futures_util::SinkExt;
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;

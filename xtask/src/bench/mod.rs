@@ -1,0 +1,188 @@
+//! `cargo xtask bench`: runs the benchmark scenarios against wsbroker and the chosen
+//! peers, one fresh server per scenario, the server pinned to CPU 0 and the load
+//! generator (`wsload`) to CPU 1 with `taskset`. Peers are installed from npm into
+//! `target/bench/peers`. Writes `target/bench/run.json`, `target/bench/BENCHMARKS.md`
+//! and `target/bench/benchmarks.svg`; with `--write-docs`, also `BENCHMARKS.md` and
+//! `docs/benchmarks.svg` in the repository.
+//!
+//! Its parts: [`scenarios`] (what each drives), [`processes`] (servers, peers, wsload),
+//! [`report`] (medians and tables), [`plot`] (the SVG).
+
+mod plot;
+mod processes;
+mod report;
+mod scenarios;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::command;
+use crate::project::Project;
+
+/// The repeated scenarios (`scenarios::is_repeated`) run this many times, the servers
+/// taking turns, and report the median run: single runs on these shared machines
+/// vary by a third, and the closest scenarios' servers are within a few percent of
+/// each other, which one run cannot tell apart.
+const REPEATS: usize = 3;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A peer to measure beside wsbroker (repeatable), installed from npm.
+    #[arg(long = "peer", value_name = "PEER", value_enum)]
+    peers: Vec<Peer>,
+    /// A seconds-long smoke run: every scenario once, briefly, but idle-10k.
+    #[arg(long)]
+    quick: bool,
+    /// Also write BENCHMARKS.md and docs/benchmarks.svg in the repository.
+    #[arg(long)]
+    write_docs: bool,
+    /// Rebuild the report from the last run's saved results (target/bench/run.json)
+    /// without running anything, e.g. after editing bench/NOTES.md.
+    #[arg(long)]
+    replot: bool,
+}
+
+/// A peer server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Peer {
+    /// Bun's built-in WebSocket server (uWebSockets).
+    Bun,
+    /// Node.js with the `ws` package.
+    NodeWs,
+}
+
+/// A server under measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    Wsbroker,
+    Bun,
+    NodeWs,
+}
+
+impl Server {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Wsbroker => "wsbroker",
+            Self::Bun => "bun",
+            Self::NodeWs => "node-ws",
+        }
+    }
+
+    /// How many runs of `scenario` this server gets. Node's `ws` runs once: it is a
+    /// reference, several times off the targets, and its repeats would take about a
+    /// minute of a set that is to stay near five.
+    fn runs_of(self, scenario: &str, quick: bool) -> usize {
+        if !quick && self != Self::NodeWs && scenarios::is_repeated(scenario) { REPEATS } else { 1 }
+    }
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let project = Project::locate()?;
+    if args.replot {
+        return replot_saved(&project, args.write_docs);
+    }
+    let mut servers = vec![Server::Wsbroker];
+    servers.extend(args.peers.iter().map(|p| match p {
+        Peer::Bun => Server::Bun,
+        Peer::NodeWs => Server::NodeWs,
+    }));
+    let build = ["build", "--release", "--quiet", "-p", "wsbroker", "-p", "wsbench"];
+    if !command::run(&project.root, "cargo", &build, &[], true).success {
+        bail!("the release build failed");
+    }
+    if servers.len() > 1 {
+        processes::install_peers(&project)?;
+    }
+    processes::raise_fd_limit();
+
+    let timing: &[&str] = if args.quick { &["--warmup", "200ms", "--duration", "500ms"] } else { &[] };
+    let mut results = Vec::new();
+    let started = Instant::now();
+    for scenario in scenarios::SCENARIOS {
+        if args.quick && scenario.name == "idle-10k" {
+            continue;
+        }
+        let repeats = servers.iter().map(|s| s.runs_of(scenario.name, args.quick)).max().unwrap_or(1);
+        let mut runs: Vec<(Server, Result<Value, String>)> = Vec::new();
+        for round in 1..=repeats {
+            for &server in &servers {
+                let runs_of = server.runs_of(scenario.name, args.quick);
+                if (scenario.two_node && server != Server::Wsbroker) || round > runs_of {
+                    continue;
+                }
+                println!("== {} on {} (run {round} of {runs_of})", scenario.name, server.name());
+                let outcome = if scenario.two_node {
+                    processes::run_two_node(&project, scenario, timing)
+                } else {
+                    processes::run_one(&project, server, scenario, timing)
+                };
+                match &outcome {
+                    Ok(v) => println!("{v}"),
+                    Err(e) => eprintln!("   failed: {e}"),
+                }
+                runs.push((server, outcome));
+            }
+        }
+        for &server in &servers {
+            results.extend(report::median(scenario.name, server, &runs));
+        }
+    }
+    let elapsed = started.elapsed();
+    let failed = results.iter().any(|r| r.get("error").is_some());
+
+    let command = format!(
+        "cargo xtask bench{}{}",
+        servers.iter().skip(1).map(|s| format!(" --peer {}", s.name())).collect::<String>(),
+        if args.quick { " --quick" } else { "" }
+    );
+    let dir = project.join("target/bench");
+    let saved = json!({"command": command, "elapsed_s": elapsed.as_secs_f64(), "results": results});
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("run.json"), saved.to_string()))
+        .context("cannot write target/bench/run.json")?;
+    write_reports(&project, &results, &command, elapsed, args.write_docs)?;
+    println!("\nbench finished in {:.0} s; report: target/bench/BENCHMARKS.md", elapsed.as_secs_f64());
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Writes the report and plot under target/bench (and, with `write_docs`, into the
+/// repository).
+fn write_reports(
+    project: &Project,
+    results: &[Value],
+    command: &str,
+    elapsed: Duration,
+    write_docs: bool,
+) -> anyhow::Result<()> {
+    let dir = project.join("target/bench");
+    let md = report::markdown(project, results, command, elapsed);
+    let svg = plot::plot(results);
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("BENCHMARKS.md"), &md))
+        .and_then(|()| std::fs::write(dir.join("benchmarks.svg"), &svg))
+        .context("cannot write target/bench")?;
+    if write_docs {
+        std::fs::create_dir_all(project.join("docs"))
+            .and_then(|()| std::fs::write(project.join("BENCHMARKS.md"), &md))
+            .and_then(|()| std::fs::write(project.join("docs/benchmarks.svg"), &svg))
+            .context("cannot write BENCHMARKS.md")?;
+    }
+    Ok(())
+}
+
+/// `--replot`: rebuilds the report from the last run's saved results.
+fn replot_saved(project: &Project, write_docs: bool) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(project.join("target/bench/run.json"))
+        .context("no target/bench/run.json; run `cargo xtask bench` first")?;
+    let run: Value = serde_json::from_str(&text).context("target/bench/run.json is not JSON")?;
+    let results = run.get("results").and_then(Value::as_array).cloned().unwrap_or_default();
+    let command = run.get("command").and_then(Value::as_str).unwrap_or("cargo xtask bench");
+    // try_from: `from_secs_f64` panics on NaN, negative or huge input.
+    let seconds = run.get("elapsed_s").and_then(Value::as_f64).unwrap_or(0.0);
+    let elapsed = Duration::try_from_secs_f64(seconds).unwrap_or_default();
+    write_reports(project, &results, command, elapsed, write_docs)?;
+    Ok(ExitCode::SUCCESS)
+}

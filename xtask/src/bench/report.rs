@@ -1,0 +1,221 @@
+//! The benchmark report: the median of repeated runs, and the tables of
+//! BENCHMARKS.md.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wsbench::keys;
+
+use super::{REPEATS, Server, scenarios};
+use crate::project::Project;
+
+/// The median run of `server` among `runs`, by deliveries per server-CPU-second for
+/// flat-out runs and by p99 latency for fixed-rate ones, or its first error when
+/// every run failed; `None` when it did not run.
+pub fn median(scenario: &str, server: Server, runs: &[(Server, Result<Value, String>)]) -> Option<Value> {
+    let mut ok: Vec<&Value> =
+        runs.iter().filter(|(s, _)| *s == server).filter_map(|(_, r)| r.as_ref().ok()).collect();
+    if ok.is_empty() {
+        let error = runs.iter().find_map(|(s, r)| if *s == server { r.as_ref().err() } else { None })?;
+        return Some(json!({"scenario": scenario, "server": server.name(), "error": error}));
+    }
+    let key = |v: &Value| {
+        if v[keys::MODE].as_str() == Some(keys::FLAT_OUT) {
+            num(Some(v), &[keys::DELIVERIES_PER_SERVER_CPU_S]).unwrap_or(0.0)
+        } else {
+            num(Some(v), &[keys::LATENCY_MS, keys::P99]).unwrap_or(0.0)
+        }
+    };
+    ok.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let middle = ok.get(ok.len().checked_div(2).unwrap_or(0))?;
+    Some(json!({"scenario": scenario, "server": server.name(), "result": middle, "runs": ok.len()}))
+}
+
+pub fn get<'a>(results: &'a [Value], scenario: &str, server: &str) -> Option<&'a Value> {
+    results.iter().find(|r| r["scenario"] == scenario && r["server"] == server).and_then(|r| r.get("result"))
+}
+
+pub fn num(v: Option<&Value>, path: &[&str]) -> Option<f64> {
+    let mut cur = v?;
+    for key in path {
+        cur = cur.get(*key)?;
+    }
+    cur.as_f64()
+}
+
+/// The machine, in words.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
+}
+
+/// The report: tables of every figure, the scenarios, and bench/NOTES.md.
+pub fn markdown(project: &Project, results: &[Value], command: &str, elapsed: Duration) -> String {
+    let servers: Vec<&str> = ["wsbroker", "bun", "node-ws"]
+        .into_iter()
+        .filter(|s| results.iter().any(|r| r["server"] == *s))
+        .collect();
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Produced by `{command}` in {:.0} s on {}. Each scenario starts a fresh server \
+         pinned to CPU 0 (`taskset -c 0`); the load generator `wsload` runs on CPU 1. \
+         Messages are 64 bytes; 1 s warm-up, then a 3 s measurement window. The fan-out, \
+         fixed-rate and rooms scenarios run {REPEATS} times for wsbroker and Bun, the two taking \
+         turns, and show the median run (by deliveries per CPU-second, and by p99); Node's \
+         `ws`, a reference far from both, runs once. These \
+         machines are shared and noisy, so compare servers within one run, as ratios.\n",
+        elapsed.as_secs_f64(),
+        machine()
+    );
+    let _ = writeln!(md, "![throughput and latency per server](docs/benchmarks.svg)\n");
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "–".to_owned(),
+    };
+    let fmt_m = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{:.2} M", v / 1e6));
+    let fmt_ms = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.2}"));
+    let fmt_pct = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{:.1} %", v * 100.0));
+
+    let _ = writeln!(md, "## Fan-out throughput (flat out)\n");
+    let _ = writeln!(
+        md,
+        "| scenario | server | deliveries / server-CPU-s | deliveries / s | dropped by the server | server CPU | wsload CPU | vs Bun |\n|---|---|---|---|---|---|---|---|"
+    );
+    for scenario in ["fanout-1000", "fanout-100x10"] {
+        let bun = num(get(results, scenario, "bun"), &[keys::DELIVERIES_PER_SERVER_CPU_S]);
+        for server in &servers {
+            let r = get(results, scenario, server);
+            let per_cpu = num(r, &[keys::DELIVERIES_PER_SERVER_CPU_S]);
+            let saturated = r.and_then(|r| r[keys::LOADGEN_SATURATED].as_bool()).unwrap_or(false);
+            let _ = writeln!(
+                md,
+                "| {scenario} | {server} | {} | {} | {} | {} | {}{} | {} |",
+                fmt_m(per_cpu),
+                fmt_m(num(r, &[keys::DELIVERIES_PER_S])),
+                num(r, &[keys::SERVER_DROPPED_OUTBOX_FULL])
+                    .map_or("not reported".to_owned(), |d| format!("{d:.0}")),
+                fmt_pct(num(r, &[keys::SERVER_CPU_FRACTION])),
+                fmt_pct(num(r, &[keys::LOADGEN_CPU_FRACTION])),
+                if saturated { " (wsload saturated)" } else { "" },
+                ratio(per_cpu, bun),
+            );
+        }
+    }
+    let _ = writeln!(md, "\n## Latency at a fixed rate\n");
+    let _ = writeln!(
+        md,
+        "Latency is measured from each message's scheduled send time, so a stalled \
+         sender cannot hide delay (no coordinated omission).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | server | p50 ms | p99 ms | p99.9 ms | max ms | server CPU | undelivered |\n|---|---|---|---|---|---|---|---|"
+    );
+    for scenario in ["fixed-rate", "rooms", "two-node"] {
+        for server in &servers {
+            if get(results, scenario, server).is_none() {
+                continue;
+            }
+            let r = get(results, scenario, server);
+            let _ = writeln!(
+                md,
+                "| {scenario} | {server} | {} | {} | {} | {} | {} | {} |",
+                fmt_ms(num(r, &[keys::LATENCY_MS, keys::P50])),
+                fmt_ms(num(r, &[keys::LATENCY_MS, keys::P99])),
+                fmt_ms(num(r, &[keys::LATENCY_MS, keys::P999])),
+                fmt_ms(num(r, &[keys::LATENCY_MS, keys::MAX])),
+                fmt_pct(num(r, &[keys::SERVER_CPU_FRACTION])),
+                fmt_pct(num(r, &[keys::LOSS])),
+            );
+        }
+    }
+    let _ = writeln!(md, "\n## Memory\n");
+    let _ = writeln!(md, "| scenario | server | figure |\n|---|---|---|");
+    for server in &servers {
+        let idle = num(get(results, "idle-10k", server), &[keys::SERVER_BYTES_PER_CONNECTION]);
+        let _ = writeln!(
+            md,
+            "| idle-10k | {server} | {} per idle connection |",
+            idle.map_or("–".to_owned(), |b| format!("{:.1} KiB", b / 1024.0))
+        );
+    }
+    for server in &servers {
+        let peak = num(get(results, "saturation", server), &[keys::SERVER_PEAK_RSS_KIB]);
+        let _ = writeln!(
+            md,
+            "| saturation | {server} | peak RSS {} |",
+            peak.map_or("–".to_owned(), |k| format!("{:.1} MiB", k / 1024.0))
+        );
+    }
+    let _ = writeln!(md, "\n## Scenarios\n");
+    for s in scenarios::SCENARIOS {
+        let _ = writeln!(md, "- `{}`: {} (`wsload {}`)", s.name, s.what, s.args.join(" "));
+    }
+    let _ = writeln!(
+        md,
+        "\nIn the flat-out scenarios the publisher writes as fast as TCP accepts, so most of \
+         what it sent in the window is still in the kernel's socket buffers (or a server's \
+         own queues) when the run ends; counting it as lost would measure buffer sizes. \
+         The fan-out table therefore shows what the server itself dropped, which only \
+         wsbroker reports (`wsbroker_dropped_total{{reason=\"outbox_full\"}}`). In the \
+         fixed-rate scenarios, \"undelivered\" counts deliveries owed for messages sent \
+         in the window that had not arrived once deliveries had stopped for 500 ms \
+         (at most 5 s after the window closed)."
+    );
+    // Hand-written analysis kept beside the generator, so regenerating keeps it.
+    if let Ok(notes) = std::fs::read_to_string(project.join("bench/NOTES.md")) {
+        md.push('\n');
+        md.push_str(&notes);
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flat_out(per_cpu: f64) -> Result<Value, String> {
+        Ok(json!({(keys::MODE): keys::FLAT_OUT, (keys::DELIVERIES_PER_SERVER_CPU_S): per_cpu}))
+    }
+
+    fn fixed_rate(p99: f64) -> Result<Value, String> {
+        Ok(json!({(keys::MODE): keys::FIXED_RATE, (keys::LATENCY_MS): {(keys::P99): p99}}))
+    }
+
+    #[test]
+    fn the_median_run_is_chosen_per_server_by_the_scenario_s_figure() {
+        let runs = vec![
+            (Server::Wsbroker, flat_out(3.0)),
+            (Server::Bun, flat_out(100.0)),
+            (Server::Wsbroker, flat_out(1.0)),
+            (Server::Wsbroker, Err("crashed".to_owned())),
+            (Server::Wsbroker, flat_out(2.0)),
+        ];
+        let median_run = median("fanout", Server::Wsbroker, &runs).unwrap();
+        assert_eq!(num(median_run.get("result"), &[keys::DELIVERIES_PER_SERVER_CPU_S]), Some(2.0));
+        assert_eq!(median_run["runs"], 3, "a failed run is left out");
+        let latency =
+            [(Server::Bun, fixed_rate(9.0)), (Server::Bun, fixed_rate(5.0)), (Server::Bun, fixed_rate(7.0))];
+        let median_run = median("fixed-rate", Server::Bun, &latency).unwrap();
+        assert_eq!(num(median_run.get("result"), &[keys::LATENCY_MS, keys::P99]), Some(7.0));
+    }
+
+    #[test]
+    fn a_server_whose_runs_all_failed_reports_its_error_and_one_that_did_not_run_nothing() {
+        let runs = vec![(Server::Bun, Err("no bun".to_owned()))];
+        assert_eq!(median("rooms", Server::Bun, &runs).unwrap()["error"], "no bun");
+        assert!(median("rooms", Server::NodeWs, &runs).is_none());
+    }
+}
