@@ -4,7 +4,7 @@
 //! fans each published message out to the *outbox* of every member of the room with
 //! `try_send`, so one slow member can never stall the broker or the other members.
 //!
-//! Failure locations of the design notes handled here:
+//! Failure locations (docs/design.md, "The failure table") handled here:
 //! - ② `recv` returns `None`: every sender is gone, so the broker returns
 //!   ([`run`]).
 //! - ④ `try_send` to an outbox fails: `Full` drops the message for that member only

@@ -4,13 +4,19 @@
 //! tokio's semaphore limit, `interval(Duration::ZERO)`, `Instant + Duration` overflow,
 //! tungstenite's write-buffer assertion) is bounded here, so a bad value is a clear
 //! error and exit status 2, never a panic later. Single values are checked by their
-//! parsers; relations between values by [`Config::validate`].
+//! parsers (`config/parse.rs`); relations between values by [`Config::validate`].
+
+mod parse;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use self::parse::{
+    parse_buffer_size, parse_capacity, parse_duration, parse_max_connections, parse_message_size,
+};
 
 /// Largest accepted channel capacity. tokio's `mpsc::channel` panics above
 /// `usize::MAX >> 3`; a million queued messages per channel is already far beyond
@@ -47,7 +53,7 @@ pub enum LogFormat {
 /// What the broker does when a member's outbox is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SlowConsumer {
-    /// Drop the message for that member only, and count it (the design notes).
+    /// Drop the message for that member only, and count it (docs/design.md).
     Drop,
     /// Close that member's connection with 1008 "slow consumer" (NATS, Redis,
     /// Centrifugo behaviour).
@@ -300,93 +306,9 @@ fn check_redis_url(_url: &str) -> Result<(), ConfigError> {
     Err(ConfigError::RedisUrl("this build has no Redis support (feature `redis`)".to_owned()))
 }
 
-/// Parses a channel capacity: a whole number from 1 to [`MAX_CAPACITY`].
-fn parse_capacity(s: &str) -> Result<usize, String> {
-    parse_in_range(s, 1, MAX_CAPACITY)
-}
-
-fn parse_max_connections(s: &str) -> Result<usize, String> {
-    parse_in_range(s, 1, MAX_CONNECTIONS)
-}
-
-fn parse_in_range(s: &str, min: usize, max: usize) -> Result<usize, String> {
-    let n: usize = s.trim().parse().map_err(|_| format!("'{s}' is not a whole number"))?;
-    if n < min || n > max {
-        return Err(format!("must be between {min} and {max}"));
-    }
-    Ok(n)
-}
-
-/// Parses a duration such as "5s" or "250ms": above zero and at most [`MAX_DURATION`].
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("'{s}': {e}"))?;
-    if d.is_zero() || d > MAX_DURATION {
-        return Err("must be above zero and at most 24h".to_owned());
-    }
-    Ok(d)
-}
-
-fn parse_message_size(s: &str) -> Result<usize, String> {
-    parse_size(s, MAX_MESSAGE_SIZE)
-}
-
-fn parse_buffer_size(s: &str) -> Result<usize, String> {
-    parse_size(s, MAX_BUFFER_SIZE)
-}
-
-/// Parses a byte size: a whole number with an optional binary unit (`B`, `K`/`KiB`,
-/// `M`/`MiB`, `G`/`GiB`, any case), from 1 to `max`.
-fn parse_size(s: &str, max: usize) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = (t.get(..split).unwrap_or(""), t.get(split..).unwrap_or("").trim());
-    let n: usize =
-        digits.parse().map_err(|_| format!("'{s}' is not a size such as 65536, 64KiB or 16MiB"))?;
-    let shift = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kib" | "kb" => 10,
-        "m" | "mib" | "mb" => 20,
-        "g" | "gib" | "gb" => 30,
-        _ => return Err(format!("'{unit}' is not a unit (use B, KiB, MiB or GiB)")),
-    };
-    let bytes = n.checked_shl(shift).filter(|b| b.checked_shr(shift) == Some(n));
-    match bytes {
-        Some(b) if (1..=max).contains(&b) => Ok(b),
-        _ => Err(format!("must be between 1 byte and {} MiB", max >> 20)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn capacities_are_bounded() {
-        assert_eq!(parse_capacity("1"), Ok(1));
-        assert!(parse_capacity("0").is_err());
-        assert!(parse_capacity("-3").is_err());
-        assert!(parse_capacity(&(MAX_CAPACITY + 1).to_string()).is_err());
-    }
-
-    #[test]
-    fn durations_are_bounded() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("25h").is_err());
-        assert!(parse_duration("soon").is_err());
-    }
-
-    #[test]
-    fn sizes_parse_with_units_and_are_bounded() {
-        assert_eq!(parse_size("65536", MAX_MESSAGE_SIZE), Ok(65536));
-        assert_eq!(parse_size("64KiB", MAX_MESSAGE_SIZE), Ok(65536));
-        assert_eq!(parse_size("16m", MAX_MESSAGE_SIZE), Ok(16 << 20));
-        assert!(parse_size("0", MAX_MESSAGE_SIZE).is_err());
-        assert!(parse_size("2GiB", MAX_MESSAGE_SIZE).is_err());
-        assert!(parse_size("99999999999999999999G", MAX_MESSAGE_SIZE).is_err());
-        assert!(parse_size("18446744073709551615G", MAX_MESSAGE_SIZE).is_err());
-        assert!(parse_size("12 parsecs", MAX_MESSAGE_SIZE).is_err());
-    }
 
     #[test]
     fn defaults_match_ephemeral_and_validate() {

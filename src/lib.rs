@@ -28,7 +28,8 @@
 //! - [`broker`]: the one task that owns all room state, and its proven core.
 //! - [`cluster`]: with `--redis-url`, the bridge that carries rooms across nodes.
 //! - [`config`]: command-line flags, validated so no value can reach a panicking API.
-//! - [`metrics`]: counters, and the `/metrics` and `/healthz` endpoint.
+//! - [`metrics`]: counters and gauges, rendered for Prometheus.
+//! - [`endpoint`]: the operators' HTTP listener: `/metrics` and `/healthz`.
 //! - [`error`]: why the server could not start or had to stop.
 //! - [`shutdown`], [`logging`], [`panic_hook`], [`fd_limit`]: process plumbing for the
 //!   binary.
@@ -40,6 +41,7 @@ pub mod broker;
 pub mod cluster;
 pub mod config;
 pub(crate) mod connection;
+pub mod endpoint;
 pub mod error;
 pub mod fd_limit;
 pub mod logging;

@@ -10,8 +10,9 @@ use clap::Parser;
 use clap::error::ErrorKind;
 use wsbroker::{Config, Error, Server};
 
-/// jemalloc rather than the system's malloc: 6 % less memory per idle connection,
-/// where most allocations are tokio's 128-byte aligned ones (see Cargo.toml).
+/// jemalloc rather than the system's malloc: most of an idle connection's allocations
+/// are tokio's 128-byte aligned ones, which jemalloc's size classes hold without
+/// slack (see Cargo.toml).
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
     // on runtime construction; a failure here becomes an error line and status 1.
     // One thread when asked for, or when the process may run on one CPU only (as
     // under `taskset -c 0`): the current-thread runtime then avoids cross-thread
-    // wake-ups, measured 40% more deliveries per CPU-second in fan-out.
+    // wake-ups (BENCHMARKS.md, "What each change bought").
     let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
     let mut builder = match config.worker_threads {
         1 => tokio::runtime::Builder::new_current_thread(),

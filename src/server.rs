@@ -136,7 +136,7 @@ impl Server {
         let metrics_stop = CancellationToken::new();
         let _stop_metrics = metrics_stop.clone().drop_guard();
         let metrics_task = metrics_listener.map(|l| {
-            tokio::spawn(crate::metrics::serve(l, Arc::clone(&metrics), handle, metrics_stop.clone()))
+            tokio::spawn(crate::endpoint::serve(l, Arc::clone(&metrics), handle, metrics_stop.clone()))
         });
 
         let shutdown_token = CancellationToken::new();

@@ -41,9 +41,9 @@ use super::frame::Frame;
 ///
 /// The channel is `futures-channel`'s rather than tokio's, unlike the broker's
 /// inbox and the outboxes: it is rarely used, and tokio's allocates a block of 32
-/// slots and a cache-padded channel up front, 830 bytes per connection plus a
-/// boxed future for polling a send; this one allocates about 200 bytes and its
-/// sender can be polled directly.
+/// slots and a cache-padded channel up front, for every connection, and needs a
+/// boxed future for polling a send; this one allocates a few hundred bytes less
+/// (BENCHMARKS.md, "Idle memory") and its sender can be polled directly.
 pub(crate) const CONTROL_CAPACITY: usize = 7;
 
 /// The most bytes taken in one write from tungstenite. A Close or Pong frame is at
@@ -54,8 +54,8 @@ pub(crate) const CONTROL_CAPACITY: usize = 7;
 const MAX_PENDING: usize = 1024;
 
 /// Size of each thread's scratch read buffer: the most one socket read takes, and
-/// so also the most a connection holds in [`ReadSide::unread`] (16 KiB is 230
-/// 64-byte messages per read; larger reads measured no faster).
+/// so also the most a connection holds in [`ReadSide::unread`]. 16 KiB holds a few
+/// hundred small messages per read; larger reads were no faster (bench/NOTES.md).
 pub(crate) const SCRATCH_LEN: usize = 16 << 10;
 
 thread_local! {

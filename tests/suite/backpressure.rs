@@ -1,4 +1,4 @@
-//! Evidence for the design notes' question "is the websocket receiver unbounded?":
+//! Evidence for the design's question "is the websocket receiver unbounded?":
 //! no. While the broker's inbox is full, each reader waits in `send().await` and
 //! reads nothing more from its socket, so the kernel's receive buffer fills and TCP
 //! flow control stops the client. The server holds at most one message per reader

@@ -1,4 +1,4 @@
-//! The design notes' failure table, one test per location, each asserting what the
+//! The failure table (docs/design.md), one test per location, each asserting what the
 //! client sees (frames, close codes) and what the broker holds afterwards.
 
 use crate::common::{TestServer, expect_close, recv, send_text};

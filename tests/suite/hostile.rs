@@ -167,47 +167,37 @@ async fn a_fragmented_message_over_the_limit_closes_with_1009() {
     server.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
+/// A member of /r writes `bytes` raw: it must get a Close with `code`, leave the
+/// room, and the bystander in that room must keep being served.
+async fn a_bad_frame_closes_with(bytes: &[u8], code: CloseCode) {
     let server = TestServer::start().await;
     let mut bystander = server.join("/r").await;
     let mut offender = server.join("/r").await;
 
-    write_raw(&mut offender, &masked_frame(0x81, &[0x68, 0x69, 0xff, 0xfe])).await;
-    assert_eq!(expect_close(&mut offender).await, CloseCode::Invalid);
+    write_raw(&mut offender, bytes).await;
+    assert_eq!(expect_close(&mut offender).await, code);
     server.wait_members("/r", 1).await;
     bystander_still_served(&mut bystander).await;
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
+    a_bad_frame_closes_with(&masked_frame(0x81, &[0x68, 0x69, 0xff, 0xfe]), CloseCode::Invalid).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmasked_client_frame_closes_with_1002() {
-    let server = TestServer::start().await;
-    let mut bystander = server.join("/r").await;
-    let mut offender = server.join("/r").await;
-
-    write_raw(&mut offender, &[0x81, 0x02, b'h', b'i']).await;
-    assert_eq!(expect_close(&mut offender).await, CloseCode::Protocol);
-    server.wait_members("/r", 1).await;
-    bystander_still_served(&mut bystander).await;
-    server.shutdown().await.unwrap();
+    a_bad_frame_closes_with(&[0x81, 0x02, b'h', b'i'], CloseCode::Protocol).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_header_declaring_an_enormous_length_closes_with_1009() {
-    let server = TestServer::start().await;
-    let mut bystander = server.join("/r").await;
-    let mut offender = server.join("/r").await;
-
     // Binary, masked, 64-bit length 2^63 - 1, mask key; no payload follows.
     let mut header = vec![0x82, 0x80 | 127];
     header.extend_from_slice(&i64::MAX.to_be_bytes());
     header.extend_from_slice(&[1, 2, 3, 4]);
-    write_raw(&mut offender, &header).await;
-    assert_eq!(expect_close(&mut offender).await, CloseCode::Size);
-    server.wait_members("/r", 1).await;
-    bystander_still_served(&mut bystander).await;
-    server.shutdown().await.unwrap();
+    a_bad_frame_closes_with(&header, CloseCode::Size).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,20 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Scrapes `/metrics` until `wsbroker_connections` reads `n` (connections finish
+/// their bookkeeping after the client sees them close), and returns that scrape.
+async fn scrape_once_connections_are(metrics: SocketAddr, n: f64) -> String {
+    let deadline = tokio::time::Instant::now() + common::EVENT_TIMEOUT;
+    loop {
+        let (_, body) = get(metrics, "/metrics").await;
+        if sample(&body, "wsbroker_connections") == n {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "connections never reached {n}:\n{body}");
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scripted_session_is_reported_exactly() {
     const N: usize = 300;
@@ -87,15 +101,7 @@ async fn a_scripted_session_is_reported_exactly() {
     while let Some(Ok(_)) = reader.next().await {}
     drop(publisher);
     server.wait_members("/m", 1).await;
-    let deadline = tokio::time::Instant::now() + common::EVENT_TIMEOUT;
-    let body = loop {
-        let (_, body) = get(metrics, "/metrics").await;
-        if sample(&body, "wsbroker_connections") == 1.0 {
-            break body;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "connections gauge never reached 1:\n{body}");
-        tokio::task::yield_now().await;
-    };
+    let body = scrape_once_connections_are(metrics, 1.0).await;
     // The reader's Close had no code (1005, counted as "other"); the publisher none.
     assert_eq!(sample(&body, "wsbroker_closes_total{code=\"other\"}"), 1.0);
     assert_eq!(sample(&body, "wsbroker_closes_total{code=\"none\"}"), 1.0);
@@ -125,15 +131,7 @@ async fn closes_are_counted_by_code() {
     assert_eq!(expect_close(&mut dropped).await, CloseCode::Error);
     while let Some(Ok(_)) = dropped.next().await {}
 
-    let deadline = tokio::time::Instant::now() + common::EVENT_TIMEOUT;
-    let body = loop {
-        let (_, body) = get(metrics, "/metrics").await;
-        if sample(&body, "wsbroker_connections") == 0.0 {
-            break body;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "connections never reached 0:\n{body}");
-        tokio::task::yield_now().await;
-    };
+    let body = scrape_once_connections_are(metrics, 0.0).await;
     assert_eq!(sample(&body, "wsbroker_closes_total{code=\"1000\"}"), 1.0);
     assert_eq!(sample(&body, "wsbroker_closes_total{code=\"none\"}"), 1.0);
     assert_eq!(sample(&body, "wsbroker_closes_total{code=\"1011\"}"), 1.0);

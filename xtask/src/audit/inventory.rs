@@ -33,7 +33,7 @@ pub const GUARDS: &[Guard] = &[
     guard(
         "`mpsc::channel(0)` panics",
         "capacities are parsed as 1..=MAX_CAPACITY; a hand-built Config is re-checked by `validate`",
-        "src/config.rs",
+        "src/config/parse.rs",
         "parse_in_range(s, 1, MAX_CAPACITY)",
     ),
     guard(
@@ -63,7 +63,7 @@ pub const GUARDS: &[Guard] = &[
     guard(
         "`Instant + Duration` overflow panics",
         "every duration flag is bounded to (0, 24h]",
-        "src/config.rs",
+        "src/config/parse.rs",
         "if d.is_zero() || d > MAX_DURATION",
     ),
     guard(

@@ -151,34 +151,34 @@ fn scrape_dropped(metrics_port: u16) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Starts `program args` on CPU 0, quiet (`RUST_LOG=warn`, output discarded).
+fn on_cpu_0(program: &str, args: &[&str]) -> std::io::Result<Running> {
+    let child = Command::new("taskset")
+        .args(["-c", "0", program])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(Running(child))
+}
+
 /// Two wsbroker nodes on CPU 0 sharing rooms through a redis-server (also on CPU 0);
 /// wsload on CPU 1 splits subscribers across them. Server CPU is node 1's.
 pub fn run_two_node(project: &Project, scenario: &Scenario, timing: &[&str]) -> Result<Value, String> {
     let redis_port = free_port()?.to_string();
-    let redis = Command::new("taskset")
-        .args(["-c", "0", "redis-server", "--port", &redis_port, "--bind", "127.0.0.1", "--save", ""])
-        .args(["--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    let redis_args = ["--port", &redis_port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+    let _redis = on_cpu_0("redis-server", &redis_args)
         .map_err(|e| format!("cannot start redis-server (cargo xtask test installs it): {e}"))?;
-    let _redis = Running(redis);
     let redis_addr: SocketAddr = format!("127.0.0.1:{redis_port}").parse().map_err(|e| format!("{e}"))?;
     wait_listening(redis_addr, "redis-server")?;
     let url = format!("redis://{redis_addr}");
     let mut nodes = Vec::new();
     for _ in 0..2 {
         let port = free_port()?;
-        let child = Command::new("taskset")
-            .args(["-c", "0"])
-            .arg(project.join("target/release/wsbroker"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--redis-url", &url])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        let wsbroker = project.join("target/release/wsbroker").display().to_string();
+        let running = on_cpu_0(&wsbroker, &["--listen", &format!("127.0.0.1:{port}"), "--redis-url", &url])
             .map_err(|e| format!("cannot start wsbroker: {e}"))?;
-        let running = Running(child);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().map_err(|e| format!("{e}"))?;
         wait_listening(addr, "wsbroker")?;
         nodes.push((running, addr.to_string()));
