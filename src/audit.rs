@@ -1,10 +1,12 @@
 //! Support for the panic audit (`cargo xtask audit`); built only with `no-panic`.
 //!
-//! `no_panic` checks a function only where it is linked, so [`link_all`] calls every
-//! annotated function through `black_box` (which stops the optimiser from deleting
-//! the calls), and `examples/no_panic_audit.rs` links it into a binary. With the
-//! `no-panic-negative-control` feature, [`negative_control`] joins them: it can
-//! panic, so that build must fail, which shows the proofs are live.
+//! `no_panic` checks a function only where it is linked, so [`link_all`] drives the
+//! broker through every kind of step (each operation, a hook, the end of the inbox)
+//! through `black_box` (which stops the optimiser from deleting the calls), and
+//! `examples/no_panic_audit.rs` links it into a binary. The audit then checks, with a
+//! panic planted in each annotated function in turn, that each one's proof is live
+//! in that binary. With the `no-panic-negative-control` feature, [`negative_control`]
+//! joins them: it can panic, so that build must fail.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -12,44 +14,47 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::rooms::{Member, Rooms};
-use crate::broker::{Broker, ConnId, Op, Settings};
+use crate::broker::{Broker, Command, ConnId, Hook, Op, Origin, Settings};
 use crate::config::SlowConsumer;
+use crate::connection::frame::Frame;
 
-/// Links (and runs once) every `no_panic`-annotated function.
+/// Runs the broker through every kind of step once, so that every annotated function
+/// is linked.
 pub fn link_all() {
     let settings = Settings { echo: black_box(true), slow_consumer: black_box(SlowConsumer::Disconnect) };
-    let mut broker = Broker::new(settings, std::sync::Arc::new(crate::metrics::Metrics::default()), None);
+    let mut broker = Broker::new(settings, Arc::new(crate::metrics::Metrics::default()), None);
     let room: Arc<str> = Arc::from(black_box("/audit"));
-    let (outbox_tx, mut outbox_rx) = mpsc::channel::<crate::connection::frame::Frame>(black_box(4));
+    let (outbox_tx, mut outbox_rx) = mpsc::channel::<Frame>(black_box(4));
     let (stats_tx, stats_rx) = oneshot::channel();
-    for op in [
-        Op::Join {
+    let (_release_tx, release_rx) = oneshot::channel();
+    let frame: Frame = Arc::new(b"\x81\x05audit".to_vec());
+    for received in [
+        Some(Command::Op(Op::Join {
             id: ConnId(1),
             room: Arc::clone(&room),
             outbox_tx: outbox_tx.clone(),
             kick: CancellationToken::new(),
-        },
-        Op::Join { id: ConnId(2), room: Arc::clone(&room), outbox_tx, kick: CancellationToken::new() },
-        Op::Publish {
-            from: ConnId(1),
+        })),
+        Some(Command::Op(Op::Join {
+            id: ConnId(2),
             room: Arc::clone(&room),
-            frame: std::sync::Arc::new(b"\x81\x05audit".to_vec()),
-        },
-        Op::Leave { id: ConnId(2), room: Arc::clone(&room) },
-        Op::Stats { reply_tx: stats_tx },
+            outbox_tx,
+            kick: CancellationToken::new(),
+        })),
+        Some(Command::Op(Op::Publish {
+            origin: Origin::Member(ConnId(1)),
+            room: Arc::clone(&room),
+            frame: Arc::clone(&frame),
+        })),
+        Some(Command::Op(Op::Publish { origin: Origin::Remote, room: Arc::clone(&room), frame })),
+        Some(Command::Op(Op::Leave { id: ConnId(2), room: Arc::clone(&room) })),
+        Some(Command::Op(Op::Stats { reply_tx: stats_tx })),
+        Some(Command::Hook(Hook::Pause { release_rx })),
+        None,
     ] {
-        black_box(&mut broker).handle(black_box(op));
+        black_box(black_box(&mut broker).step(black_box(received)));
     }
     let delivered = outbox_rx.try_recv().is_ok();
-
-    let mut rooms = Rooms::new(settings, None);
-    let (tx, _rx) = mpsc::channel::<crate::connection::frame::Frame>(black_box(1));
-    let member = Member::new(ConnId(3), tx, CancellationToken::new());
-    let joined = black_box(&mut rooms).try_join(member, black_box("/r"));
-    black_box(&joined);
-    black_box(black_box(&mut rooms).leave(ConnId(3), black_box("/r")));
-    black_box(black_box(&mut rooms).remove_room(black_box("/r")));
 
     #[cfg(feature = "no-panic-negative-control")]
     black_box(negative_control(black_box(&[1, 2, 3]), black_box(7)));

@@ -4,28 +4,32 @@
 //! fans each published message out to the *outbox* of every member of the room with
 //! `try_send`, so one slow member can never stall the broker or the other members.
 //!
-//! Failure locations (docs/design.md, "The failure table") handled here:
+//! Failure locations (docs/design.md, "The failure table") decided here, each in a
+//! function the panic audit proves cannot unwind (`cargo xtask audit`):
 //! - ② `recv` returns `None`: every sender is gone, so the broker returns
-//!   ([`run`]).
-//! - ④ `try_send` to an outbox fails: `Full` drops the message for that member only
-//!   and counts it; `Closed` removes the member in the same pass
-//!   (`rooms::Rooms::publish`).
+//!   ([`Broker::step`]).
+//! - ③ and ④: the loop over a room's members, and what a full or closed outbox
+//!   means for that member (`rooms::Rooms::publish`).
 //! - Deregistering an id or a room the broker does not know is a no-op
 //!   (`rooms::Rooms::leave`).
 //!
-//! The panic audit: [`Broker::handle`], the one function the loop calls per
-//! operation, is proven not to unwind when built with the `no-panic` feature (see
-//! `cargo xtask audit`).
+//! Its parts: [`rooms`] (room state and the fan-out), [`contained`] (how the proven
+//! code runs what the proof cannot see into) and [`stats`] (the totals and
+//! snapshots).
 
+pub(crate) mod contained;
 pub(crate) mod rooms;
+pub(crate) mod stats;
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-pub use self::rooms::{BrokerStats, Counters, MemberStats, RoomStats};
-use self::rooms::{Left, Member, Rooms};
+use self::contained::contained;
+pub(crate) use self::rooms::Origin;
+use self::rooms::{Member, Rooms};
+pub use self::stats::{BrokerStats, Counters, MemberStats, RoomStats};
 use crate::cluster::BridgeTx;
 use crate::config::SlowConsumer;
 use crate::connection::frame::Frame;
@@ -64,14 +68,11 @@ pub(crate) enum Op {
         /// Cancelled by the broker to disconnect this member as a slow consumer.
         kick: CancellationToken,
     },
-    /// Deliver `frame` (a complete server frame, built once by the reader) to every
-    /// member of `room` (except `from` with `--no-echo`).
-    Publish { from: ConnId, room: Arc<str>, frame: Frame },
+    /// Deliver `frame` (a complete server frame, built once) to every member of
+    /// `room`: from a member (not back to it with `--no-echo`), or from another node.
+    Publish { origin: Origin, room: Arc<str>, frame: Frame },
     /// Deregister a connection. Unknown ids and rooms are a no-op.
     Leave { id: ConnId, room: Arc<str> },
-    /// A message from another node (through Redis): deliver to local members only.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code, reason = "sent only by the Redis bridge"))]
-    Remote { room: Arc<str>, frame: Frame },
     /// Report the broker's state. The asker may have given up, in which case the
     /// reply has nowhere to go and is dropped.
     Stats { reply_tx: oneshot::Sender<BrokerStats> },
@@ -110,91 +111,85 @@ pub(crate) struct Settings {
     pub slow_consumer: SlowConsumer,
 }
 
-/// The broker's state: rooms, and a count of panics caught in contained effects.
+/// The broker's state: the rooms, and where it publishes its counters.
 #[derive(Debug)]
 pub(crate) struct Broker {
     rooms: Rooms,
-    panics_caught: u64,
     /// Where the broker publishes its counters for the metrics endpoint.
     metrics: Arc<Metrics>,
 }
 
+/// What the broker loop does after a command.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// Wait for the next command.
+    Receive,
+    /// Return: the inbox is closed and drained (location ②).
+    Return,
+    /// Carry out a test hook (which may wait) before the next command.
+    RunHook(Hook),
+}
+
 impl Broker {
     pub(crate) fn new(settings: Settings, metrics: Arc<Metrics>, bridge: Option<BridgeTx>) -> Self {
-        Self { rooms: Rooms::new(settings, bridge), panics_caught: 0, metrics }
+        Self { rooms: Rooms::new(settings, bridge), metrics }
     }
 
-    /// Handles one operation. Proven not to unwind under the `no-panic` feature.
-    ///
-    /// Its own work (room lookup, registration into reserved capacity, removal,
-    /// counting) is proven directly. Effects the proof cannot see through run inside
-    /// [`contain`]: fan-out (tokio's `try_send`, cloning and dropping a frame's `Arc`),
-    /// growing storage (allocation), dropping senders, and the stats reply. A panic
-    /// there, which none of them is known to raise, is caught and counted, and the
-    /// broker goes on with the next operation.
+    /// Decides what the broker does with what its inbox gave: location ② (`None`,
+    /// every sender gone: return), an operation (handled at once), or a test hook.
+    #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
+    pub(crate) fn step(&mut self, received: Option<Command>) -> Next {
+        match received {
+            None => Next::Return,
+            Some(Command::Op(op)) => {
+                self.handle(op);
+                Next::Receive
+            }
+            Some(Command::Hook(hook)) => Next::RunHook(hook),
+        }
+    }
+
+    /// Handles one operation: the state change is decided by the proven functions of
+    /// [`Rooms`]; what is released afterwards (the room's name, the frame, a stats
+    /// reply) is dropped or sent contained.
     #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
     pub(crate) fn handle(&mut self, op: Op) {
         let rooms = &mut self.rooms;
-        let caught = match op {
+        let panics_before = rooms.counters().panics_caught;
+        let released = match op {
             Op::Join { id, room, outbox_tx, kick } => {
-                match rooms.try_join(Member::new(id, outbox_tx, kick), &room) {
-                    Ok(()) => contain(move || drop(room)),
-                    Err(member) => contain(move || rooms.join_growing(member, room)),
-                }
+                rooms.join(Member::new(id, outbox_tx, kick), &room);
+                contained(move || drop(room))
             }
-            Op::Publish { from, room, frame } => contain(move || rooms.publish(Some(from), &room, frame)),
-            Op::Remote { room, frame } => contain(move || rooms.publish(None, &room, frame)),
+            Op::Publish { origin, room, frame } => {
+                rooms.publish(origin, &room, &frame);
+                contained(move || drop((room, frame)))
+            }
             Op::Leave { id, room } => {
-                let left = rooms.leave(id, &room);
-                contain(move || {
-                    if let Some(Left { emptied: Some((name, _)), .. }) = &left {
-                        rooms.room_removed(name);
-                    }
-                    drop((left, room));
-                })
+                rooms.leave(id, &room);
+                contained(move || drop(room))
             }
             Op::Stats { reply_tx } => {
-                let panics_caught = self.panics_caught;
                 let rooms = &*rooms;
-                contain(move || {
-                    if reply_tx.send(rooms.stats(panics_caught)).is_err() {
+                contained(move || {
+                    if reply_tx.send(rooms.stats()).is_err() {
                         tracing::debug!("stats requester went away before the reply");
                     }
                 })
             }
         };
-        if caught {
-            self.panics_caught = self.panics_caught.wrapping_add(1);
+        if released.is_none() {
+            self.rooms.count_caught_panic();
         }
+        self.rooms.finish(panics_before);
         // Relaxed atomic stores: proven, and cheap next to the operation itself.
-        self.metrics.store_broker(self.rooms.counters(), self.rooms.len(), self.panics_caught);
+        self.metrics.store_broker(self.rooms.counters(), self.rooms.len());
     }
 }
 
-/// Runs `effect`, catching any panic in it; returns whether one was caught.
-///
-/// The panic payload is deliberately leaked rather than dropped: dropping a payload
-/// runs arbitrary code (a payload type's `Drop` could itself panic), which would
-/// defeat the point. Panics here are never expected, each one is logged by the panic
-/// hook and counted, so the leak is bounded by the count. The panic strategy must be
-/// `unwind` (the default, kept in every profile) for this to catch anything.
-#[inline]
-fn contain(effect: impl FnOnce()) -> bool {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(effect)) {
-        Ok(()) => false,
-        Err(payload) => {
-            std::mem::forget(payload);
-            true
-        }
-    }
-}
-
-/// Runs the broker until every sender of its inbox is gone.
-///
-/// Location ②: `recv` returning `None` means that every reader and the accept loop
-/// have dropped their senders (or the inbox was closed and drained), so no command
-/// can ever arrive again and the broker returns. The server treats a return while
-/// it is still accepting as a failure (see `server::run`).
+/// Runs the broker until every sender of its inbox is gone (location ②, decided by
+/// [`Broker::step`]). The server treats a return while it is still accepting as a
+/// failure (see `server::run`).
 pub(crate) async fn run(
     mut inbox_rx: mpsc::Receiver<Command>,
     settings: Settings,
@@ -202,10 +197,12 @@ pub(crate) async fn run(
     bridge: Option<BridgeTx>,
 ) {
     let mut broker = Broker::new(settings, metrics, bridge);
-    while let Some(command) = inbox_rx.recv().await {
-        match command {
-            Command::Op(op) => broker.handle(op),
-            Command::Hook(hook) => run_hook(hook, &mut inbox_rx, &mut broker).await,
+    loop {
+        let received = inbox_rx.recv().await;
+        match broker.step(received) {
+            Next::Receive => {}
+            Next::Return => break,
+            Next::RunHook(hook) => run_hook(hook, &mut inbox_rx, &mut broker).await,
         }
     }
     tracing::debug!("broker inbox closed and drained; broker returns");
@@ -227,10 +224,9 @@ async fn run_hook(hook: Hook, inbox_rx: &mut mpsc::Receiver<Command>, broker: &m
             let _released = release_rx.await;
         }
         Hook::DropOutboxes { room } => {
-            if let Some((name, members)) = broker.rooms.remove_room(&room) {
-                broker.rooms.room_removed(&name);
-                drop(members);
-            }
+            let panics_before = broker.rooms.counters().panics_caught;
+            broker.rooms.remove_room(&room);
+            broker.rooms.finish(panics_before);
         }
         Hook::AddDeadMember { room, id } => {
             let (outbox_tx, outbox_rx) = mpsc::channel::<Frame>(1);

@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::broker::rooms::Counters;
+use crate::broker::Counters;
 use crate::cluster::RedisMetrics;
 use crate::server::ServerHandle;
 
@@ -95,14 +95,14 @@ impl Metrics {
     /// Copies the broker's counters. Relaxed stores: each value is independent, and a
     /// scrape that sees one a moment older than another is fine.
     #[inline]
-    pub(crate) fn store_broker(&self, counters: &Counters, rooms: usize, panics_caught: u64) {
+    pub(crate) fn store_broker(&self, counters: &Counters, rooms: usize) {
         self.published.store(counters.published, Ordering::Relaxed);
         self.delivered.store(counters.delivered, Ordering::Relaxed);
         self.dropped_full.store(counters.dropped_full, Ordering::Relaxed);
         self.dropped_closed.store(counters.dropped_closed, Ordering::Relaxed);
         self.slow_disconnects.store(counters.slow_disconnects, Ordering::Relaxed);
         self.rooms.store(rooms as u64, Ordering::Relaxed);
-        self.broker_panics_caught.store(panics_caught, Ordering::Relaxed);
+        self.broker_panics_caught.store(counters.panics_caught, Ordering::Relaxed);
     }
 
     pub(crate) fn rejected(&self, reason: RejectReason) {
@@ -162,6 +162,14 @@ fn by_reason(
         family.get_or_create(&ReasonLabel { reason }).inner().store(value, Ordering::Relaxed);
     }
     registry.register(name, help, family);
+}
+
+/// Panics in the process, each counted once. The panic hook sees every panic, the
+/// ones the broker catches included (it runs before the unwinding does), so where it
+/// is installed (the binary, the tests) its count is the whole; a library user
+/// without it still sees the broker's own count.
+fn panics(caught_in_broker: u64) -> u64 {
+    if crate::panic_hook::installed() { crate::panic_hook::count() } else { caught_in_broker }
 }
 
 /// Renders every metric in the Prometheus/OpenMetrics text format.
@@ -239,8 +247,8 @@ pub fn render(metrics: &Metrics, handle: &ServerHandle) -> String {
     counter(
         &mut registry,
         "panics_caught",
-        "Panics seen by the process's panic hook or caught in the broker (should stay 0)",
-        crate::panic_hook::count().saturating_add(load(&metrics.broker_panics_caught)),
+        "Panics anywhere in the process, each counted once: contained in the broker, or ending a connection's task (should stay 0)",
+        panics(load(&metrics.broker_panics_caught)),
     );
     if let Some(redis) = &metrics.redis {
         let up = u64::from(redis.up.load(Ordering::Relaxed));

@@ -24,6 +24,11 @@ pub fn install() {
     });
 }
 
+/// Whether the hook is installed in this process.
+pub fn installed() -> bool {
+    INSTALL.is_completed()
+}
+
 /// How many panics the hook has seen in this process.
 pub fn count() -> u64 {
     PANICS.load(Ordering::Relaxed)

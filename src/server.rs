@@ -296,10 +296,10 @@ fn spawn_bridge(
 /// Stops the metrics endpoint and waits for it (it stops at once when cancelled).
 async fn stop_metrics(stop: CancellationToken, task: Option<tokio::task::JoinHandle<()>>) {
     stop.cancel();
-    if let Some(task) = task {
-        if let Err(e) = task.await {
-            tracing::error!(error = %e, "metrics endpoint task failed");
-        }
+    if let Some(task) = task
+        && let Err(e) = task.await
+    {
+        tracing::error!(error = %e, "metrics endpoint task failed");
     }
 }
 

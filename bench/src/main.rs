@@ -119,17 +119,18 @@ fn main() -> std::process::ExitCode {
         eprintln!("error: --size must be at least 16");
         return std::process::ExitCode::from(2);
     }
-    if let Some(rate) = args.rate {
-        if !(rate.is_finite() && rate > 0.0 && Duration::try_from_secs_f64(1.0 / rate).is_ok()) {
-            eprintln!("error: --rate must be a positive number of messages per second");
-            return std::process::ExitCode::from(2);
-        }
+    if let Some(rate) = args.rate
+        && !(rate.is_finite() && rate > 0.0 && Duration::try_from_secs_f64(1.0 / rate).is_ok())
+    {
+        eprintln!("error: --rate must be a positive number of messages per second");
+        return std::process::ExitCode::from(2);
     }
     // Many connections need many descriptors; raise our soft limit to the hard one.
-    if let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
-        if soft < hard && rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard).is_err() {
-            eprintln!("warning: could not raise RLIMIT_NOFILE from {soft}");
-        }
+    if let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE)
+        && soft < hard
+        && rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard).is_err()
+    {
+        eprintln!("warning: could not raise RLIMIT_NOFILE from {soft}");
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -436,10 +437,8 @@ async fn publish_loop(mut w: OwnedWriteHalf, p: Publisher, publishers: usize, sh
             shared.errors.set(shared.errors.get().saturating_add(1));
             return;
         }
-        if in_window {
-            if let Some(slot) = shared.sent_in_window.borrow_mut().get_mut(p.room) {
-                *slot = slot.saturating_add(u64::try_from(count).unwrap_or(0));
-            }
+        if in_window && let Some(slot) = shared.sent_in_window.borrow_mut().get_mut(p.room) {
+            *slot = slot.saturating_add(u64::try_from(count).unwrap_or(0));
         }
     }
 }

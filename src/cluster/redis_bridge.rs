@@ -14,10 +14,10 @@ use super::{
     BACKOFF, BridgeRx, HEALTH_INTERVAL, INBOUND_QUEUE, Membership, PUBLISH_BATCH, REDIS_TIMEOUT,
     RedisMetrics, RedisSettings, decode, encode, node_id,
 };
-use crate::broker::{Command, Op};
+use crate::broker::{Command, Op, Origin};
 
 /// Runs the bridge until `stop` is cancelled. `broker_tx` is weak so the bridge never
-/// keeps the broker alive; remote messages are handed to it as `Op::Remote`.
+/// keeps the broker alive; remote messages are handed to it as `Op::Publish` from `Origin::Remote`.
 pub(crate) async fn run(
     settings: RedisSettings,
     mut queues: BridgeRx,
@@ -114,11 +114,10 @@ pub(crate) async fn run(
                         Membership::Subscribe(room) => (sub, wanted.insert(Arc::clone(&room)), room),
                         Membership::Unsubscribe(room) => (unsub, wanted.remove(&room), room),
                     };
-                    if changed {
-                        if let Err(e) = redis::cmd(cmd_name).arg(channel(&room)).exec_async(&mut con).await {
+                    if changed
+                        && let Err(e) = redis::cmd(cmd_name).arg(channel(&room)).exec_async(&mut con).await {
                             break e;
                         }
-                    }
                 }
                 () = queues.resync_notify.notified() => {
                     if let Err(e) = resync(&mut queues, &mut wanted, &broker_tx, &mut con, sub, unsub, &channel).await {
@@ -154,11 +153,10 @@ pub(crate) async fn run(
                     }
                 }
                 _ = health.tick() => {
-                    if queues.resync.load(Ordering::Relaxed) {
-                        if let Err(e) = resync(&mut queues, &mut wanted, &broker_tx, &mut con, sub, unsub, &channel).await {
+                    if queues.resync.load(Ordering::Relaxed)
+                        && let Err(e) = resync(&mut queues, &mut wanted, &broker_tx, &mut con, sub, unsub, &channel).await {
                             break e;
                         }
-                    }
                     if let Err(e) = redis::cmd("PING").exec_async(&mut con).await {
                         break e;
                     }
@@ -255,7 +253,7 @@ async fn deliver(
     let Some(frame) = decode(node, &payload) else { return };
     metrics.received.fetch_add(1, Ordering::Relaxed);
     let Some(tx) = broker_tx.upgrade() else { return };
-    let remote = Command::Op(Op::Remote { room: Arc::from(room), frame });
+    let remote = Command::Op(Op::Publish { origin: Origin::Remote, room: Arc::from(room), frame });
     if tx.send(remote).await.is_err() {
         tracing::debug!("broker gone; remote message dropped");
     }

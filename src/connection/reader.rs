@@ -26,7 +26,7 @@ use super::close::{Reason, Stop, WriterEnd};
 use super::read_side::ReadSide;
 use super::settings::Heard;
 use super::{CLOSE_LINGER, SIGNALS_AT_LEAST_EVERY, Shared};
-use crate::broker::{Command, ConnId, Op};
+use crate::broker::{Command, ConnId, Op, Origin};
 
 /// What a reader needs besides its socket and its stop sender, owned by the
 /// connection's task for its whole life and borrowed by [`Reader::run`] as one
@@ -124,28 +124,22 @@ impl Reader {
                         // their order of precedence, so a client that never stops
                         // sending is still kicked and still learns that its writer
                         // has ended.
-                        if !signals_first {
-                            if let Poll::Ready(item) = rx.poll_next_unpin(cx) {
-                                return Poll::Ready(Wake::Frame { item, before_signals: true });
-                            }
+                        if !signals_first && let Poll::Ready(item) = rx.poll_next_unpin(cx) {
+                            return Poll::Ready(Wake::Frame { item, before_signals: true });
                         }
-                        if !closing {
-                            if let Poll::Ready(joined) = Pin::new(&mut *writer_done).poll(cx) {
-                                return Poll::Ready(Wake::WriterEnded(super::writer_end(joined)));
-                            }
+                        if !closing && let Poll::Ready(joined) = Pin::new(&mut *writer_done).poll(cx) {
+                            return Poll::Ready(Wake::WriterEnded(super::writer_end(joined)));
                         }
                         if !closing && !stopped && kicked.as_mut().poll(cx).is_ready() {
                             return Poll::Ready(Wake::Kicked);
                         }
-                        if let Some(end) = linger_end.as_mut() {
-                            if end.as_mut().poll(cx).is_ready() {
-                                return Poll::Ready(Wake::LingerOver);
-                            }
+                        if let Some(end) = linger_end.as_mut()
+                            && end.as_mut().poll(cx).is_ready()
+                        {
+                            return Poll::Ready(Wake::LingerOver);
                         }
-                        if signals_first {
-                            if let Poll::Ready(item) = rx.poll_next_unpin(cx) {
-                                return Poll::Ready(Wake::Frame { item, before_signals: false });
-                            }
+                        if signals_first && let Poll::Ready(item) = rx.poll_next_unpin(cx) {
+                            return Poll::Ready(Wake::Frame { item, before_signals: false });
                         }
                         Poll::Pending
                     });
@@ -182,7 +176,11 @@ impl Reader {
                             // Framed once here; every recipient's writer sends these same
                             // bytes.
                             let Some(frame) = super::frame::data(&message) else { continue };
-                            Command::Op(Op::Publish { from: self.id, room: Arc::clone(&self.room), frame })
+                            Command::Op(Op::Publish {
+                                origin: Origin::Member(self.id),
+                                room: Arc::clone(&self.room),
+                                frame,
+                            })
                         }
                         // Pings are answered and Close frames replied to by the protocol
                         // layer on the next read; pongs need nothing. Keep reading so
@@ -283,10 +281,10 @@ fn broker_gone(stop_tx: &mut Option<oneshot::Sender<Stop>>) {
 /// Sends the writer its stop instruction, once. A failed send means the writer has
 /// already ended, which is exactly what the instruction asked for.
 fn signal(stop_tx: &mut Option<oneshot::Sender<Stop>>, stop: Stop) {
-    if let Some(tx) = stop_tx.take() {
-        if tx.send(stop).is_err() {
-            tracing::debug!("writer already ended");
-        }
+    if let Some(tx) = stop_tx.take()
+        && tx.send(stop).is_err()
+    {
+        tracing::debug!("writer already ended");
     }
 }
 

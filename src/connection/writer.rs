@@ -272,10 +272,10 @@ impl Waits {
             // Control frames still go before outbox frames (a look, without
             // registering): the Pong for a Ping read before a message was complete
             // must reach the client before that message (Autobahn cases 5.6 and 5.19).
-            if self.control_open {
-                if let Ok(frames) = self.control_rx.try_recv() {
-                    return Poll::Ready(Event::Control(Some(frames)));
-                }
+            if self.control_open
+                && let Ok(frames) = self.control_rx.try_recv()
+            {
+                return Poll::Ready(Event::Control(Some(frames)));
             }
             match self.outbox_rx.poll_recv_many(cx, &mut self.batch, WRITE_BATCH) {
                 Poll::Ready(0) => {}
@@ -289,24 +289,25 @@ impl Waits {
         self.outbox_rounds = 0;
         // Polled only until it has completed: a tokio oneshot panics if polled again
         // after that.
-        if !self.stop_received {
-            if let Poll::Ready(stop) = Pin::new(&mut self.signals.stop_rx).poll(cx) {
-                self.stop_received = true;
-                return Poll::Ready(Event::Stop(stop.ok()));
-            }
+        if !self.stop_received
+            && let Poll::Ready(stop) = Pin::new(&mut self.signals.stop_rx).poll(cx)
+        {
+            self.stop_received = true;
+            return Poll::Ready(Event::Stop(stop.ok()));
         }
         if timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Event::Timer);
         }
-        if self.control_open {
-            if let Poll::Ready(frames) = self.control_rx.poll_next_unpin(cx) {
-                return Poll::Ready(Event::Control(frames));
-            }
+        if self.control_open
+            && let Poll::Ready(frames) = self.control_rx.poll_next_unpin(cx)
+        {
+            return Poll::Ready(Event::Control(frames));
         }
-        if !self.peer_gone && !outbox_pending {
-            if let Poll::Ready(n) = self.outbox_rx.poll_recv_many(cx, &mut self.batch, WRITE_BATCH) {
-                return Poll::Ready(Event::Outbox(n));
-            }
+        if !self.peer_gone
+            && !outbox_pending
+            && let Poll::Ready(n) = self.outbox_rx.poll_recv_many(cx, &mut self.batch, WRITE_BATCH)
+        {
+            return Poll::Ready(Event::Outbox(n));
         }
         Poll::Pending
     }
@@ -385,10 +386,10 @@ mod tests {
                 assert!(n > 0, "the writer ended without a Close");
                 buf.extend_from_slice(&chunk[..n]);
                 read += n;
-                if read > (16 << 20) {
-                    if let Some(tx) = stop_tx.take() {
-                        tx.send(Stop::Close(Reason::ShuttingDown)).unwrap();
-                    }
+                if read > (16 << 20)
+                    && let Some(tx) = stop_tx.take()
+                {
+                    tx.send(Stop::Close(Reason::ShuttingDown)).unwrap();
                 }
                 // Whole frames (all short here) at the front of the buffer.
                 let mut start = 0;

@@ -199,9 +199,10 @@ pub fn run_two_node(project: &Project, scenario: &Scenario, timing: &[&str]) -> 
 /// Raises this process's open-files limit (children inherit it): many connections
 /// need many descriptors.
 pub fn raise_fd_limit() {
-    if let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
-        if soft < hard && rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard).is_err() {
-            eprintln!("warning: could not raise RLIMIT_NOFILE");
-        }
+    if let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE)
+        && soft < hard
+        && rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard).is_err()
+    {
+        eprintln!("warning: could not raise RLIMIT_NOFILE");
     }
 }
