@@ -1,46 +1,65 @@
-//! What the broker does not prove, why, and what contains it.
+//! What the audit knows that the code cannot say of itself, each entry checked
+//! against the code: why each contained effect is opaque to the proof, what runs
+//! outside the proof and why, and which function decides each row of the failure
+//! table. An entry whose subject is gone from the code, or a contained effect or
+//! failure decision without an entry, fails the gate.
 
-/// Functions of the broker that are not proven: (function, why it cannot be proven,
-/// how it is contained).
-pub const NOT_PROVEN: &[(&str, &str, &str)] = &[
+/// Why each effect run inside `contained(...)` cannot be proven, keyed by how the
+/// call is written there (see `source::Call::name`).
+pub const EFFECTS: &[(&str, &str)] = &[
     (
-        "broker::rooms::Rooms::publish (the fan-out)",
-        "tokio's `try_send` (waker and block allocation behind function pointers); cloning and dropping a tungstenite `Message` (the `Bytes` vtable)",
-        "runs inside `contain` (catch_unwind) in `Broker::handle`; `retain_mut` keeps the room consistent if it unwinds",
+        "outbox_tx.try_send",
+        "tokio's `try_send`: wakes the writer through its waker (a function pointer), and may allocate the channel's next block",
     ),
     (
-        "broker::rooms::Rooms::join_growing",
-        "`HashMap` insertion and `Vec` growth (capacity-overflow panic paths)",
-        "called only when `try_join` (proven) finds no spare capacity, inside `contain`",
+        "Arc::clone",
+        "the reference on the frame that `try_send` takes; when the outbox is full or closed, `try_send` hands it back and it is dropped in the same contained call",
     ),
     (
-        "broker::rooms::Rooms::stats",
-        "allocation and sorting for the snapshot",
-        "inside `contain`; not on the message path",
+        "drop",
+        "destructors: a member's outbox sender and `kick` token (tokio's closing code wakes the writer), a room's storage, a room name or frame whose last reference frees it",
+    ),
+    ("removed.reserve", "allocates the storage that members removed during an operation move into"),
+    ("removed.clear", "drops the members an operation removed: their outbox senders and tokens"),
+    ("make_room", "allocates: a new room in the map, or a longer member list"),
+    ("bridge.publish", "the Redis bridge's `try_send` (a waker behind a function pointer)"),
+    (
+        "bridge.membership",
+        "the Redis bridge's `try_send`; when its queue is full, a flag and a `Notify` (a waker) instead",
     ),
     (
-        "dropping a `Sender`, a `Message` or a removed room",
-        "tokio's channel-closing code and the `Bytes` vtable are opaque to the proof",
-        "proven functions hand these back; `handle` drops them inside `contain`",
+        "kick",
+        "cancels the member's `kick` token, which wakes its reader (wakers, a mutex), and logs the disconnect",
     ),
+    ("log_drop", "reads the clock (std's `Instant::now` unwraps its syscall's result) and writes a log line"),
+    ("reply_tx.send", "sends the stats reply through a oneshot, which wakes the asker"),
+    ("rooms.stats", "allocates and sorts the snapshot"),
+    ("debug!", "writes a log line through tracing's subscriber (a trait object)"),
+];
+
+/// What the broker task runs outside the proof, and why; each must exist.
+pub const OUTSIDE: &[(&str, &str)] = &[
     (
-        "broker::run (the task loop)",
-        "`no_panic` rejects `async fn`; it awaits tokio's `recv`",
-        "its body is `recv().await` then `Broker::handle` (proven) or a test hook; if it ever ended or panicked anyway the server stops accepting, closes every connection with 1011 and exits 1 for its supervisor to restart",
+        "broker::run",
+        "`async`: `no_panic` cannot annotate an `async fn`. Its loop only awaits `recv` and hands what it gets to `Broker::step`; if it ever ended or panicked anyway, the server stops accepting, closes every connection with 1011 and exits 1 for its supervisor",
     ),
+    ("broker::run_hook", "test-only fault injection, which the command line cannot reach"),
     (
-        "cluster::BridgeTx (the broker's hand-off to Redis)",
-        "tokio's `try_send` on the bridge's bounded queues",
-        "called only from contained code (the fan-out, `join_growing`, the Leave drop); a full queue drops the message for Redis (counted) or sets a resync flag for subscription changes, so the broker never waits on Redis",
+        "cluster::redis_bridge::run",
+        "the Redis bridge, a task of its own that the broker never awaits: it holds only a weak sender of the broker's inbox; a panic there would end only Redis delivery, which the panic hook logs and counts",
     ),
+];
+
+/// The failure table's decisions, and the function that makes each. Each function
+/// must carry `no_panic` and its canary must show the proof live for the decision to
+/// be reported proven.
+pub const DECISIONS: &[(&str, &str, &str)] = &[
+    ("②", "the inbox's `recv` gave `None`: every sender is gone, so the broker returns", "Broker::step"),
+    ("③", "the loop over a room's members", "Rooms::publish"),
     (
-        "cluster::redis_bridge (the Redis task)",
-        "async, and drives the redis crate",
-        "its own task, never awaited by the broker: it holds only a weak sender of the broker's inbox; a failure there reconnects with backoff, and a panic would end only Redis delivery (the panic hook logs and counts it) while local rooms keep working",
+        "④",
+        "a member's outbox is full (drop for it, or disconnect it) or closed (remove it)",
+        "Rooms::publish",
     ),
-    (
-        "broker::run_hook",
-        "test-only fault injection, not reachable from the command line",
-        "not on any production path",
-    ),
+    ("—", "deregistering an id or room the broker does not know is a no-op", "Rooms::leave"),
 ];

@@ -4,18 +4,28 @@
 //! 1. the lint gate: `cargo clippy --workspace --all-targets --all-features -- -D warnings`
 //!    (every crate of the workspace: the server, the xtask and the load generator);
 //! 2. the no_panic proofs: the `audit` profile build of `examples/no_panic_audit`
-//!    links every annotated function, and must succeed;
-//! 3. the negative control: the same build with a deliberately panicking annotated
-//!    function must fail, naming that function (otherwise the proofs are not live);
-//! 4. cargo-deny, offline, against the RustSec snapshot in `../shared/advisory-db`
+//!    links, and runs;
+//! 3. the canaries ([`canary`]): a panic planted in every annotated function of a copy
+//!    of the tree must fail that build, and the linker must name each function,
+//!    so that an annotated function the audit binary does not link is caught;
+//! 4. the negative control: a deliberately panicking annotated function must fail the
+//!    build, naming itself;
+//! 5. coverage ([`coverage`]): everything the broker task runs, followed from
+//!    `Broker::step` through the source ([`source`]), is proven, proven within its
+//!    caller, or contained, with a reason for every contained effect and for every
+//!    function outside the proof ([`containment`]), and no stale entry;
+//! 6. cargo-deny, offline, against the RustSec snapshot in `../shared/advisory-db`
 //!    (installed first when absent);
-//! 5. the test suite passes and no panic is observed anywhere in it;
-//! 6. the inventory of guarded panicking APIs ([`inventory`]) still matches the code.
+//! 7. the test suite passes, the property test of the broker's rooms among it, and no
+//!    panic is observed anywhere in it;
+//! 8. the inventory of guarded panicking APIs ([`inventory`]) still matches the code.
 //!
 //! [`report`] renders what the gates found into `target/audit/report.md` and
-//! `target/audit/report.json`.
+//! `target/audit/report.json`; every claim in it comes from a check.
 
+mod canary;
 mod containment;
+mod coverage;
 mod gates;
 mod inventory;
 mod parse;
@@ -38,6 +48,8 @@ pub struct Findings {
     pub revision: String,
     pub lints: gates::Lints,
     pub proofs: gates::Proofs,
+    /// Entries of `containment::OUTSIDE` whose function is gone.
+    pub stale_outside: Vec<&'static str>,
     pub deny: gates::Deny,
     pub tests: gates::Tests,
     pub inventory: Vec<inventory::Checked>,
@@ -46,12 +58,21 @@ pub struct Findings {
 impl Findings {
     /// Each gate's name and whether it passed, in order.
     pub fn gates(&self) -> Vec<(&'static str, bool)> {
+        let p = &self.proofs;
         vec![
-            ("clippy", self.lints.clippy.success),
-            ("no_panic proofs", self.proofs.linked),
-            ("negative control", self.proofs.control_ok()),
+            (
+                "clippy, and panic = unwind everywhere",
+                self.lints.clippy.success && self.lints.abort_profiles.is_empty(),
+            ),
+            ("no_panic proofs link", p.linked),
+            ("every annotated function linked (canaries)", p.all_live()),
+            ("negative control", p.control_ok()),
+            (
+                "coverage: proven, within a proof, or contained",
+                p.coverage.explained() && self.stale_outside.is_empty() && p.decisions().iter().all(|d| d.3),
+            ),
             ("cargo-deny", self.deny.run.success),
-            ("tests", self.tests.ok),
+            ("tests", self.tests.ok && self.tests.property_test == Some(true)),
             ("no panics in tests", self.tests.ok && self.tests.panics == 0),
             ("inventory matches the code", self.inventory.iter().all(|c| c.ok)),
         ]
@@ -61,21 +82,23 @@ impl Findings {
 pub fn run(_args: &Args) -> anyhow::Result<ExitCode> {
     let project = Project::locate()?;
     println!("== auditing {} at {}", project.root.display(), project.revision());
-    println!("== 1/6 lint gate");
+    println!("== 1/8 lint gate");
     let lints = gates::lints(&project);
-    println!("== 2/6 no_panic proofs, and 3/6 their negative control");
-    let proofs = gates::proofs(&project);
-    println!("== 4/6 cargo-deny (offline)");
+    println!("== 2-5/8 no_panic proofs, canaries, negative control, coverage");
+    let (proofs, functions) = gates::proofs(&project);
+    let stale_outside = proofs.stale_outside(&functions);
+    println!("== 6/8 cargo-deny (offline)");
     let deny = gates::cargo_deny(&project);
-    println!("== 5/6 test suite (panics must be 0)");
+    println!("== 7/8 test suite (panics must be 0)");
     let tests = gates::tests(&project);
-    println!("== 6/6 inventory of guarded panicking APIs");
+    println!("== 8/8 inventory of guarded panicking APIs");
     let inventory = gates::inventory(&project);
     let findings = Findings {
         tree: project.root.display().to_string(),
         revision: project.revision(),
         lints,
         proofs,
+        stale_outside,
         deny,
         tests,
         inventory,
@@ -90,7 +113,7 @@ pub fn run(_args: &Args) -> anyhow::Result<ExitCode> {
     let gates = findings.gates();
     println!("\n== panic audit summary (target/audit/report.md)");
     for (name, ok) in &gates {
-        println!("  {:<28} {}", name, if *ok { "PASS" } else { "FAIL" });
+        println!("  {:<48} {}", name, if *ok { "PASS" } else { "FAIL" });
     }
     if gates.iter().all(|(_, ok)| *ok) {
         println!("panic audit: all gates pass");

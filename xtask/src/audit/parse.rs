@@ -22,6 +22,27 @@ pub fn deny_set(manifest: &str) -> Vec<String> {
     set
 }
 
+/// The profiles of a manifest that set `panic = "abort"` (where `catch_unwind`
+/// would catch nothing).
+pub fn abort_profiles(manifest: &str) -> Vec<String> {
+    let mut section = "";
+    let mut found = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line.trim_matches(['[', ']']);
+            continue;
+        }
+        let Some(profile) = section.strip_prefix("profile.") else { continue };
+        if let Some((key, value)) = line.split_once('=')
+            && key.trim() == "panic"
+            && value.trim().trim_matches('"') == "abort"
+        {
+            found.push(profile.to_owned());
+        }
+    }
+    found
+}
+
 /// Function names in no_panic's "detected panic in function `name`" link errors,
 /// sorted, each once.
 pub fn rejected_functions(linker_output: &str) -> Vec<String> {
@@ -59,6 +80,13 @@ pub fn count_tests(test_output: &str) -> (u64, u64) {
     (passed, failed)
 }
 
+/// Whether the test `name` passed (`Some(true)`), failed, or did not run (`None`),
+/// from libtest's `test NAME ... ok` lines.
+pub fn test_outcome(test_output: &str, name: &str) -> Option<bool> {
+    let prefix = format!("test {name} ... ");
+    test_output.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map(|rest| rest.trim() == "ok")
+}
+
 /// The date line (`- dated: 2026-08-21`) of the advisory snapshot's SNAPSHOT.md.
 pub fn snapshot_date(snapshot_md: &str) -> Option<String> {
     snapshot_md.lines().find_map(|l| l.trim().strip_prefix("- dated:").map(|d| d.trim().to_owned()))
@@ -76,12 +104,20 @@ mod tests {
     }
 
     #[test]
+    fn profiles_that_abort_on_panic_are_found() {
+        let manifest = "[profile.release]\nlto = true\n[profile.tiny]\npanic = \"abort\"\n[package]\npanic = \"abort\"\n";
+        assert_eq!(abort_profiles(manifest), ["tiny"]);
+        assert!(abort_profiles("[profile.audit]\ninherits = \"release\"\n").is_empty());
+    }
+
+    #[test]
     fn rejected_functions_are_read_from_the_linker_s_words() {
-        // What GNU ld prints for no_panic's undefined symbols (abridged), twice for one.
-        let output = "error: linking with `cc` failed: exit status: 1\n  = note: /usr/bin/ld: x.o: in function `a::b':\n\
-                      \x20         undefined reference to `\n\nERROR[no-panic]: detected panic in function `publish`\n'\n\
-                      \x20         undefined reference to `\n\nERROR[no-panic]: detected panic in function `handle`\n'\n\
-                      \x20         undefined reference to `\n\nERROR[no-panic]: detected panic in function `publish`\n'\n";
+        // What rust-lld prints for no_panic's undefined symbols (abridged), twice for one.
+        let output = "error: linking with `cc` failed: exit status: 1\n  = note: rust-lld: error: undefined symbol: \n\
+                      \x20         \n\x20         ERROR[no-panic]: detected panic in function `publish`\n\
+                      \x20         >>> referenced by rooms.rs:120 (src/broker/rooms.rs:120)\n\
+                      \x20 rust-lld: error: undefined symbol: \n\x20         ERROR[no-panic]: detected panic in function `handle`\n\
+                      \x20 rust-lld: error: undefined symbol: \n\x20         ERROR[no-panic]: detected panic in function `publish`\n";
         assert_eq!(rejected_functions(output), ["handle", "publish"]);
         assert!(rejected_functions("Finished `audit` profile").is_empty());
     }
@@ -101,6 +137,14 @@ mod tests {
             "thread 'a' (12) panicked at src/x.rs:1:2:\nboom\nthread 'b' (13) panicked at tests/y.rs:3:4:\n";
         assert_eq!(count_panics(output), 2);
         assert_eq!(count_panics("test result: ok. 1 passed; 0 failed"), 0);
+    }
+
+    #[test]
+    fn one_test_s_outcome_is_read() {
+        let output = "test a::b ... ok\ntest a::c ... FAILED\n";
+        assert_eq!(test_outcome(output, "a::b"), Some(true));
+        assert_eq!(test_outcome(output, "a::c"), Some(false));
+        assert_eq!(test_outcome(output, "a::d"), None);
     }
 
     #[test]

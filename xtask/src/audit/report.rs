@@ -1,16 +1,22 @@
-//! Renders what the gates found (`Findings`) as `report.md` and `report.json`.
-//! Nothing here decides a result: every claim is read from the findings.
+//! Renders what the gates found (`Findings`) as `report.md` and `report.json`. Every
+//! claim is read from the findings; nothing here decides a result.
 
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
 use super::Findings;
-use super::containment::NOT_PROVEN;
+use super::containment::OUTSIDE;
+use super::coverage::How;
+use super::gates::{NEGATIVE_CONTROL, PROPERTY_TEST};
 use crate::command::tail;
 
 fn pass(ok: bool) -> &'static str {
     if ok { "PASS" } else { "FAIL" }
+}
+
+fn yes(ok: bool) -> &'static str {
+    if ok { "yes" } else { "**no**" }
 }
 
 pub fn markdown(f: &Findings) -> String {
@@ -25,14 +31,76 @@ pub fn markdown(f: &Findings) -> String {
     for (name, ok) in f.gates() {
         let _ = writeln!(md, "| {name} | {} |", pass(ok));
     }
+    answer(&mut md, f);
     lints(&mut md, f);
     proofs(&mut md, f);
+    coverage(&mut md, f);
+    contained(&mut md, f);
+    outside(&mut md, f);
     deny(&mut md, f);
     tests(&mut md, f);
     inventory(&mut md, f);
-    not_proven(&mut md);
-    answer(&mut md, f);
     md
+}
+
+/// The question of the design, answered from the checks below.
+fn answer(md: &mut String, f: &Findings) {
+    let p = &f.proofs;
+    let _ = writeln!(md, "\n## Can we know at compile time that the broker cannot panic?\n");
+    let decisions = p.decisions();
+    let proven = decisions.iter().filter(|d| d.3).count();
+    let _ = writeln!(
+        md,
+        "Of the failure table's {} decisions that the broker makes, {proven} are made in functions whose \
+         proof links and whose canary shows the proof live:\n",
+        decisions.len()
+    );
+    let _ = writeln!(md, "| row | decision | made in | proven at compile time |\n|---|---|---|---|");
+    for (row, what, function, ok) in &decisions {
+        let _ = writeln!(md, "| {row} | {what} | `{function}` | {} |", yes(*ok));
+    }
+    let count = |pred: fn(&How) -> bool| p.coverage.covered.iter().filter(|c| pred(&c.how)).count();
+    let effects: usize = p.coverage.sites.iter().map(|s| s.effects.len()).sum();
+    let _ = writeln!(
+        md,
+        "\nFollowing the calls from `Broker::step`: {} functions are proven on their own, {} within the \
+         proof of the function that calls them, and {} run only contained; {} effects at {} \
+         `contained(...)` places are what the proof cannot see into (section 4); {} functions are reached \
+         only by the test hooks. The broker task's `async` loop is outside the proof (section 5).",
+        count(|h| matches!(h, How::OwnProof)),
+        count(|h| matches!(h, How::WithinProof { .. })),
+        count(|h| matches!(h, How::Contained { .. })),
+        effects,
+        p.coverage.sites.len(),
+        count(|h| matches!(h, How::TestHooksOnly)),
+    );
+    match f.tests.property_test {
+        Some(true) => {
+            let _ = writeln!(
+                md,
+                "\nWhat a caught panic costs, as the property test of `Rooms` (`{PROPERTY_TEST}`) checked \
+                 against its model in this run: a panic in a member's delivery is caught, counted in \
+                 `panics_caught` and `dropped_closed`, and removes that member alone (its writer then \
+                 closes with 1011); every other member still gets the message, membership and counters \
+                 stay what the model says, and nothing of the operation outlives it. A panic caught in \
+                 any other contained effect costs that effect (a log line, a stats reply, growing a room's \
+                 storage), and `Rooms::repair` removes a room it left without members. Each caught panic \
+                 is logged by the panic hook and shows once in `wsbroker_panics_caught_total`."
+            );
+        }
+        Some(false) => {
+            let _ = writeln!(
+                md,
+                "\nThe property test of `Rooms` FAILED in this run: what a caught panic costs is not known."
+            );
+        }
+        None => {
+            let _ = writeln!(
+                md,
+                "\nThe property test of `Rooms` did not run: what a caught panic costs was not checked."
+            );
+        }
+    }
 }
 
 fn lints(md: &mut String, f: &Findings) {
@@ -48,32 +116,73 @@ fn lints(md: &mut String, f: &Findings) {
     if !f.lints.clippy.success {
         let _ = writeln!(md, "\n```text\n{}\n```", tail(&f.lints.clippy.text, 30));
     }
+    let _ = writeln!(
+        md,
+        "\nPanic strategy: {}.",
+        if f.lints.abort_profiles.is_empty() {
+            "`unwind` in every profile (Cargo.toml sets no `panic = \"abort\"`), which `catch_unwind` needs"
+                .to_owned()
+        } else {
+            format!(
+                "**`abort` in {}**, where `catch_unwind` catches nothing",
+                f.lints.abort_profiles.join(", ")
+            )
+        }
+    );
 }
 
 fn proofs(md: &mut String, f: &Findings) {
     let p = &f.proofs;
     let _ = writeln!(md, "\n## 2. no_panic proofs\n");
+    if let Some(e) = &p.source_error {
+        let _ = writeln!(md, "The source could not be read: {e}\n");
+    }
     let _ = writeln!(
         md,
-        "Build: `cargo build --profile audit --features no-panic --example no_panic_audit` \
-         (release optimisation, one codegen unit, panic = unwind).\n"
+        "The audit found {} functions carrying `no_panic` in `src/`. The build `cargo build --profile audit \
+         --features no-panic --example no_panic_audit` (release optimisation, one codegen unit, panic = \
+         unwind) {}. Then the canaries: a copy of the tree with `if black_box(false) {{ panic!() }}` planted \
+         at the top of every annotated function, built the same way, must fail, and the linker must name \
+         each function; one it does not name is not linked, so not proven.\n",
+        p.annotated.len(),
+        if p.linked { "links and its binary runs" } else { "**FAILED**" },
     );
-    let _ = writeln!(md, "| function | location | link result |\n|---|---|---|");
+    let _ = writeln!(md, "| function | location | link | canary |\n|---|---|---|---|");
     for a in &p.annotated {
-        let result = if p.rejected.contains(&a.name) {
+        let link = if p.rejected.contains(&a.name) {
             "REJECTED (may panic)"
         } else if p.linked {
             "proven: cannot unwind"
         } else {
             "not checked (build failed)"
         };
-        let _ = writeln!(md, "| `{}` | {} | {result} |", a.name, a.location);
+        let canary = if p.live(&a.name) {
+            "named by the linker: proof live"
+        } else {
+            "**not named: not linked, not proven**"
+        };
+        let _ = writeln!(md, "| `{}` | {} | {link} | {canary} |", a.display(), a.location());
+    }
+    if !p.duplicates.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nAnnotated names that occur more than once (the linker names functions by name alone): `{}`.",
+            p.duplicates.join("`, `")
+        );
+    }
+    match &p.canaries {
+        Ok(c) if c.build.success => {
+            let _ = writeln!(md, "\nThe canary build **succeeded**: no annotated function's proof is live.");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            let _ = writeln!(md, "\nThe canary build could not be made: {e}");
+        }
     }
     let _ = writeln!(
         md,
-        "\nNegative control (`--features no-panic-negative-control`: `{}` at {}, an annotated \
+        "\nNegative control (`--features no-panic-negative-control`: `{NEGATIVE_CONTROL}` at {}, an annotated \
          function that indexes out of bounds): the build must fail. Result: **{}** ({}).",
-        super::gates::NEGATIVE_CONTROL,
         p.control_location,
         pass(p.control_ok()),
         if p.control.success {
@@ -84,12 +193,69 @@ fn proofs(md: &mut String, f: &Findings) {
     );
 }
 
-fn deny(md: &mut String, f: &Findings) {
-    let _ = writeln!(md, "\n## 3. cargo-deny\n");
+fn coverage(md: &mut String, f: &Findings) {
+    let c = &f.proofs.coverage;
+    let _ = writeln!(md, "\n## 3. What the broker task runs, and what covers it\n");
     let _ = writeln!(
         md,
-        "`cargo deny --offline check` (advisories, bans, licenses, sources) against the \
-         RustSec snapshot dated **{}**: **{}**\n",
+        "Followed from `Broker::step` (and from `run_hook`, the test hooks) through the source. \
+         `Broker::handle` calls: `{}`.\n",
+        c.handle_calls.join("`, `")
+    );
+    let _ = writeln!(md, "| function | location | covered by |\n|---|---|---|");
+    for covered in &c.covered {
+        let how = match &covered.how {
+            How::OwnProof => "its own proof".to_owned(),
+            How::WithinProof { caller } => format!("the proof of `{caller}`, which calls it"),
+            How::Contained { at } => {
+                format!("containment: called inside `contained(...)` at {}", at.join(", "))
+            }
+            How::TestHooksOnly => "nothing: reached only by the test hooks".to_owned(),
+        };
+        let _ =
+            writeln!(md, "| `{}` | {} | {how} |", covered.function.display(), covered.function.location());
+    }
+}
+
+fn contained(md: &mut String, f: &Findings) {
+    let c = &f.proofs.coverage;
+    let _ = writeln!(md, "\n## 4. Contained effects, and why each is opaque to the proof\n");
+    let _ = writeln!(
+        md,
+        "Each runs inside `contained(...)` (a `catch_unwind`), on its own: a panic in it is caught and \
+         counted, and the broker goes on.\n"
+    );
+    let _ = writeln!(md, "| place | in | effect | why the proof cannot see into it |\n|---|---|---|---|");
+    for site in &c.sites {
+        for (effect, why) in &site.effects {
+            let why = why.unwrap_or("**UNEXPLAINED: add a reason to containment::EFFECTS**");
+            let _ = writeln!(md, "| {} | `{}` | `{effect}` | {why} |", site.location, site.within);
+        }
+    }
+    if !c.stale_effects.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nStale reasons (no contained call uses them): `{}`.",
+            c.stale_effects.join("`, `")
+        );
+    }
+}
+
+fn outside(md: &mut String, f: &Findings) {
+    let _ = writeln!(md, "\n## 5. Outside the proof\n");
+    let _ = writeln!(md, "| function | why, and what happens if it fails |\n|---|---|");
+    for (function, why) in OUTSIDE {
+        let stale = if f.stale_outside.contains(function) { " **(not in the source: stale)**" } else { "" };
+        let _ = writeln!(md, "| `{function}`{stale} | {why} |");
+    }
+}
+
+fn deny(md: &mut String, f: &Findings) {
+    let _ = writeln!(md, "\n## 6. cargo-deny\n");
+    let _ = writeln!(
+        md,
+        "`cargo deny --offline check` (advisories, bans, licenses, sources) against the RustSec snapshot \
+         dated **{}**: **{}**\n",
         f.deny.snapshot_date,
         pass(f.deny.run.success)
     );
@@ -102,12 +268,20 @@ fn deny(md: &mut String, f: &Findings) {
 
 fn tests(md: &mut String, f: &Findings) {
     let t = &f.tests;
-    let _ = writeln!(md, "\n## 4. Panics in the test suite\n");
+    let _ = writeln!(md, "\n## 7. The test suite\n");
     let _ = writeln!(
         md,
-        "`cargo test -- --nocapture`: {} passed, {} failed; panics observed: **{}** (must be 0). \
-         Every integration test also asserts the process-wide panic count is 0 when it ends.",
-        t.passed, t.failed, t.panics
+        "`cargo test --workspace -- --nocapture`: {} passed, {} failed; panics observed: **{}** (must be 0; \
+         the property test's deliberate panics are kept quiet by its own hook and counted in its model). \
+         The property test of `Rooms`: **{}**.",
+        t.passed,
+        t.failed,
+        t.panics,
+        match t.property_test {
+            Some(true) => "passed",
+            Some(false) => "FAILED",
+            None => "did not run",
+        }
     );
     if !t.ok {
         let _ = writeln!(md, "\nThe test suite FAILED.");
@@ -115,58 +289,11 @@ fn tests(md: &mut String, f: &Findings) {
 }
 
 fn inventory(md: &mut String, f: &Findings) {
-    let _ = writeln!(md, "\n## 5. Panicking APIs avoided or guarded\n");
+    let _ = writeln!(md, "\n## 8. Panicking APIs avoided or guarded\n");
     let _ = writeln!(md, "| API | how | where |\n|---|---|---|");
     for c in &f.inventory {
         let _ = writeln!(md, "| {} | {} | {} |", c.guard.api, c.guard.how, c.location);
     }
-}
-
-fn not_proven(md: &mut String) {
-    let _ = writeln!(md, "\n## 6. What is not proven, and how it is contained\n");
-    let _ = writeln!(md, "| function | why it cannot be proven | containment |\n|---|---|---|");
-    for (function, why, how) in NOT_PROVEN {
-        let _ = writeln!(md, "| {function} | {why} | {how} |");
-    }
-    let _ = writeln!(
-        md,
-        "\nOutside the broker: readers, writers and the accept loop are async and drive \
-         tungstenite, so none of them can be proven. Each connection is its own pair of \
-         tasks, so a panic there ends only that connection: the writer's task handle, which \
-         completes when the writer panics, stops its reader, the reader's dropped oneshot \
-         stops its writer, and the broker removes the member on its next `try_send` \
-         (`Closed`). The accept loop logs a panicked connection task. A process-wide panic \
-         hook logs every panic through tracing and counts it (`wsbroker::panic_hook`).\n\n\
-         Panic strategy: `unwind`, in every profile. With `abort`, one panic anywhere would \
-         take down every connection; with `unwind`, tokio confines a panic to its task and \
-         `catch_unwind` can contain the broker's unprovable effects."
-    );
-}
-
-fn answer(md: &mut String, f: &Findings) {
-    let _ = writeln!(md, "\n## 7. Can we know at compile time that the broker cannot panic?\n");
-    let proven: Vec<&str> = f.proofs.annotated.iter().map(|a| a.name.as_str()).collect();
-    let _ = writeln!(
-        md,
-        "{} The compiler proves that `Broker::handle`, the one function the broker task \
-         runs for every operation, cannot unwind, and so do the state transitions it is \
-         built from (`{}`). That proof covers room lookup, registration, removal and \
-         counting; the effects the compiler cannot see through (tokio's `try_send`, \
-         cloning and dropping messages, growing storage, dropping senders) run inside \
-         `catch_unwind` within `handle`, so a panic in them would be caught and counted \
-         rather than unwind the broker. What is not proven is the task's `async` loop \
-         itself (an `await` on tokio's channel, which `no_panic` cannot annotate) and the \
-         insides of those contained effects. The negative control shows the proof is live: \
-         a function that can panic fails the build. So: the broker's own logic cannot \
-         panic, proven at compile time; third-party code it calls cannot make it unwind; \
-         and if the task ended anyway, the server stops cleanly with 1011 and exit 1.",
-        if f.proofs.linked && f.proofs.control_ok() {
-            "Largely yes."
-        } else {
-            "Not as of this run (see the failed gates)."
-        },
-        proven.join("`, `"),
-    );
 }
 
 pub fn json(f: &Findings) -> Value {
@@ -177,24 +304,38 @@ pub fn json(f: &Findings) -> Value {
         "gates": f.gates().iter().map(|(n, ok)| json!({"gate": n, "pass": ok})).collect::<Vec<_>>(),
         "deny_set": f.lints.declared,
         "clippy": {"pass": f.lints.clippy.success},
+        "panic_abort_profiles": f.lints.abort_profiles,
         "no_panic": {
             "pass": p.linked,
             "functions": p.annotated.iter().map(|a| json!({
-                "name": a.name,
-                "location": a.location,
+                "name": a.display(),
+                "location": a.location(),
                 "proven": p.linked && !p.rejected.contains(&a.name),
+                "canary_live": p.live(&a.name),
             })).collect::<Vec<_>>(),
             "rejected": p.rejected,
+            "duplicates": p.duplicates,
             "negative_control": {"pass": p.control_ok(), "build_failed": !p.control.success,
                                   "rejected": p.control_rejected},
         },
-        "cargo_deny": {"pass": f.deny.run.success, "advisory_snapshot_date": f.deny.snapshot_date},
-        "tests": {"pass": f.tests.ok, "passed": f.tests.passed, "failed": f.tests.failed, "panics": f.tests.panics},
-        "inventory": f.inventory.iter().map(|c| json!({
-            "api": c.guard.api, "how": c.guard.how, "where": c.location, "ok": c.ok,
+        "decisions": p.decisions().iter().map(|(row, what, function, proven)| json!({
+            "row": row, "decision": what, "function": function, "proven": proven,
         })).collect::<Vec<_>>(),
-        "not_proven": NOT_PROVEN.iter().map(|(function, why, how)| json!({
-            "function": function, "why": why, "containment": how,
+        "coverage": p.coverage.covered.iter().map(|c| json!({
+            "function": c.function.display(),
+            "location": c.function.location(),
+            "how": format!("{:?}", c.how),
+        })).collect::<Vec<_>>(),
+        "contained": p.coverage.sites.iter().map(|s| json!({
+            "place": s.location, "in": s.within,
+            "effects": s.effects.iter().map(|(e, why)| json!({"effect": e, "why": why})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "stale": {"effects": p.coverage.stale_effects, "outside": f.stale_outside},
+        "cargo_deny": {"pass": f.deny.run.success, "advisory_snapshot_date": f.deny.snapshot_date},
+        "tests": {"pass": f.tests.ok, "passed": f.tests.passed, "failed": f.tests.failed, "panics": f.tests.panics,
+                  "property_test": f.tests.property_test},
+        "inventory": f.inventory.iter().map(|g| json!({
+            "api": g.guard.api, "how": g.guard.how, "where": g.location, "ok": g.ok,
         })).collect::<Vec<_>>(),
     })
 }
