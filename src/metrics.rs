@@ -169,7 +169,13 @@ fn by_reason(
 /// is installed (the binary, the tests) its count is the whole; a library user
 /// without it still sees the broker's own count.
 fn panics(caught_in_broker: u64) -> u64 {
-    if crate::panic_hook::installed() { crate::panic_hook::count() } else { caught_in_broker }
+    counted_once(crate::panic_hook::installed().then(crate::panic_hook::count), caught_in_broker)
+}
+
+/// The hook's count when there is a hook (it includes the broker's), else the
+/// broker's: never the two added.
+fn counted_once(hook: Option<u64>, caught_in_broker: u64) -> u64 {
+    hook.unwrap_or(caught_in_broker)
 }
 
 /// Renders every metric in the Prometheus/OpenMetrics text format.
@@ -293,4 +299,18 @@ pub fn render(metrics: &Metrics, handle: &ServerHandle) -> String {
         tracing::error!("cannot encode metrics");
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_the_broker_caught_is_counted_once() {
+        // The hook saw the one panic the broker caught: one, not two.
+        assert_eq!(counted_once(Some(1), 1), 1);
+        // Without a hook (a library user's process), the broker's own count.
+        assert_eq!(counted_once(None, 1), 1);
+        assert_eq!(counted_once(Some(3), 1), 3, "panics outside the broker count too");
+    }
 }

@@ -83,7 +83,8 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
 /// artifacts in the shared target directory. The library keeps its name.
 fn rename_package(copy: &Path) -> anyhow::Result<()> {
     let manifest = copy.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
+    let text =
+        std::fs::read_to_string(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
     let renamed = text.replacen("name = \"wsbroker\"", "name = \"wsbroker-canary\"", 1);
     if renamed == text {
         bail!("no `name = \"wsbroker\"` in {}", manifest.display());
