@@ -9,13 +9,15 @@
 mod parse;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use self::parse::{
-    parse_buffer_size, parse_capacity, parse_duration, parse_max_connections, parse_message_size,
+    parse_buffer_size, parse_capacity, parse_duration, parse_leeway, parse_max_connections,
+    parse_message_size,
 };
 
 /// Largest accepted channel capacity. tokio's `mpsc::channel` panics above
@@ -63,7 +65,24 @@ pub enum SlowConsumer {
 /// wsbroker: a WebSocket room broker. The request path names the room; every text or
 /// binary message a client sends is delivered to every member of its room.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "wsbroker", version, about, long_about = None)]
+#[command(name = "wsbroker", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the binary can do besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Prints an HS256 token for development, signed with an HMAC secret file of the
+    /// kind `--auth-key` reads.
+    Token(crate::auth::mint::TokenArgs),
+}
+
+/// The server's flags.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// Address to listen on for WebSocket connections.
     #[arg(long, env = "WSBROKER_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:8080")]
@@ -153,8 +172,30 @@ pub struct Config {
     )]
     pub allowed_origins: Vec<String>,
 
-    /// Serve Prometheus metrics (GET /metrics) and health (GET /healthz) on this
-    /// address, a listener separate from the WebSocket one. Off when absent.
+    /// Require a token (JWT) on every handshake, verified with this key (repeatable):
+    /// a file holding an HMAC secret (HS256/384/512, at least 32 bytes) or a PEM
+    /// public key (RSA, EC P-256/P-384, Ed25519). A key's id (for a token's `kid`) is
+    /// its file name without the extension. SIGHUP rereads the files. Off when absent.
+    #[arg(long = "auth-key", env = "WSBROKER_AUTH_KEYS", value_name = "FILE", value_delimiter = ',')]
+    pub auth_keys: Vec<PathBuf>,
+
+    /// With --auth-key: tokens must carry this `iss`.
+    #[arg(long, env = "WSBROKER_AUTH_ISSUER", value_name = "ISS")]
+    pub auth_issuer: Option<String>,
+
+    /// With --auth-key: tokens must carry this `aud`.
+    #[arg(long, env = "WSBROKER_AUTH_AUDIENCE", value_name = "AUD")]
+    pub auth_audience: Option<String>,
+
+    /// With --auth-key: clock skew allowed on `exp`, `nbf` and `iat` (0s to 24h).
+    /// A connection whose token expires is closed with 4001 at `exp` plus this.
+    #[arg(long, env = "WSBROKER_AUTH_LEEWAY", value_name = "DURATION", default_value = "30s",
+          value_parser = parse_leeway)]
+    pub auth_leeway: Duration,
+
+    /// Serve Prometheus metrics (GET /metrics), health (GET /healthz) and the publish
+    /// API (POST /rooms/{room}) on this address, a listener separate from the
+    /// WebSocket one. Keep it internal. Off when absent.
     #[arg(long, env = "WSBROKER_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 
@@ -203,6 +244,9 @@ pub enum ConfigError {
     /// A value outside its range (only reachable through a hand-built `Config`).
     #[error("{0} is out of range")]
     OutOfRange(&'static str),
+    /// `--auth-issuer` or `--auth-audience` without a key to verify tokens with.
+    #[error("--auth-issuer and --auth-audience need --auth-key")]
+    AuthWithoutKeys,
     /// `--redis-url` is not a usable redis:// URL.
     #[error("--redis-url: {0}")]
     RedisUrl(String),
@@ -229,6 +273,10 @@ impl Config {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
+            auth_keys: Vec::new(),
+            auth_issuer: None,
+            auth_audience: None,
+            auth_leeway: Duration::from_secs(30),
             metrics_listen: None,
             redis_url: None,
             redis_prefix: "wsbroker:".to_owned(),
@@ -262,6 +310,12 @@ impl Config {
         }
         if self.idle_timeout <= self.ping_interval {
             return Err(ConfigError::IdleNotAbovePing { idle: self.idle_timeout, ping: self.ping_interval });
+        }
+        if self.auth_leeway > MAX_DURATION {
+            return Err(ConfigError::OutOfRange("--auth-leeway"));
+        }
+        if self.auth_keys.is_empty() && (self.auth_issuer.is_some() || self.auth_audience.is_some()) {
+            return Err(ConfigError::AuthWithoutKeys);
         }
         if self.redis_prefix.len() > 256 {
             return Err(ConfigError::OutOfRange("--redis-prefix (at most 256 bytes)"));
@@ -312,7 +366,7 @@ mod tests {
 
     #[test]
     fn defaults_match_ephemeral_and_validate() {
-        let parsed = Config::try_parse_from(["wsbroker", "--listen", "127.0.0.1:0"]).unwrap();
+        let parsed = Cli::try_parse_from(["wsbroker", "--listen", "127.0.0.1:0"]).unwrap().config;
         let e = Config::ephemeral();
         assert_eq!(format!("{parsed:?}"), format!("{e:?}"));
         assert_eq!(e.validate(), Ok(()));

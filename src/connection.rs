@@ -63,7 +63,7 @@ use tracing::Instrument;
 
 use self::close::{Reason, Stop, WriterEnd};
 use self::frame::Frame;
-use self::settings::{Heard, Settings};
+use self::settings::{Session, Settings, Terms};
 use self::soon::to_broker;
 use crate::broker::{Command, ConnId, Op};
 use crate::metrics::Metrics;
@@ -104,7 +104,7 @@ pub(crate) fn open(
     ws: WebSocketStream<TcpStream>,
     ws_config: WebSocketConfig,
     id: ConnId,
-    room: Arc<str>,
+    (room, terms): (Arc<str>, Terms),
     peer: SocketAddr,
     shared: &Arc<Shared>,
 ) -> Option<impl Future<Output = ()> + Send + use<>> {
@@ -137,11 +137,12 @@ pub(crate) fn open(
     // (1001). The reader then tells the writer which Close to send.
     let kick = shared.settings.shutdown.child_token();
 
-    // When the peer was last heard from: stored by the reader, read by the writer,
-    // whose one timer serves both the pings and the idle deadline.
-    let heard = Arc::new(Heard::now(&shared.settings));
+    // When the peer was last heard from (stored by the reader, read by the writer,
+    // whose one timer serves the pings, the idle deadline and the token's expiry), and
+    // what it was admitted with.
+    let session = Arc::new(Session::new(&shared.settings, terms));
 
-    let signals = writer::Signals { stop_rx, kick: kick.clone(), heard: Arc::clone(&heard) };
+    let signals = writer::Signals { stop_rx, kick: kick.clone(), session: Arc::clone(&session) };
     let writer = writer::run(write_half, outbox_rx, control_rx, signals, Arc::clone(&shared.settings));
     // In the connection's span only when there is one: a span is part of the
     // writer's task state (see "Task size").
@@ -149,7 +150,7 @@ pub(crate) fn open(
         if span.is_disabled() { tokio::spawn(writer) } else { tokio::spawn(writer.instrument(span)) };
     tracing::debug!(conn = id.0, room = %room, %peer, "connection open");
     let connection = Connection {
-        reader: reader::Reader { id, room, shared: Arc::clone(shared), kick, heard },
+        reader: reader::Reader { id, room, shared: Arc::clone(shared), kick, session },
         ws_rx: Some(ws_rx),
         outbox_tx: Some(outbox_tx),
         stop_tx: Some(stop_tx),

@@ -1,5 +1,9 @@
 //! The operators' HTTP endpoint (`--metrics-listen`), a listener of its own apart
-//! from the WebSocket one: `GET /metrics` and `GET /healthz`.
+//! from the WebSocket one: `GET /metrics`, `GET /healthz`, and the publish API
+//! `POST /rooms/{room}` ([`publish`]). Keep it internal: without `--auth-key`, anyone
+//! who reaches it can publish.
+
+pub(crate) mod publish;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,6 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use self::publish::PublishApi;
 use crate::metrics::{Metrics, render};
 use crate::server::ServerHandle;
 
@@ -25,11 +30,12 @@ const MAX_SCRAPE_CONNECTIONS: usize = 16;
 /// A scrape request must arrive within this time.
 const SCRAPE_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `/metrics` and `/healthz` on `listener` until `stop` is cancelled.
+/// Serves the endpoint on `listener` until `stop` is cancelled.
 pub(crate) async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     handle: ServerHandle,
+    api: Arc<PublishApi>,
     stop: CancellationToken,
 ) {
     match listener.local_addr() {
@@ -57,11 +63,11 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        let (metrics, handle) = (Arc::clone(&metrics), handle.clone());
+        let (metrics, handle, api) = (Arc::clone(&metrics), handle.clone(), Arc::clone(&api));
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                respond(request, Arc::clone(&metrics), handle.clone())
+                respond(request, Arc::clone(&metrics), handle.clone(), Arc::clone(&api))
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -81,8 +87,10 @@ async fn respond(
     request: Request<Incoming>,
     metrics: Arc<Metrics>,
     handle: ServerHandle,
+    api: Arc<PublishApi>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+    let path = request.uri().path().to_owned();
+    let (status, content_type, body) = match (request.method(), path.as_str()) {
         (&Method::GET, "/metrics") => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -101,9 +109,28 @@ async fn respond(
             "text/plain",
             Bytes::from_static(b"unavailable: the broker is stopped or the server is not accepting\n"),
         ),
+        (&Method::POST, path) if path.starts_with("/rooms/") => {
+            let rest = path.strip_prefix("/rooms/").unwrap_or_default();
+            let (status, reason) = api.publish(rest, request, &handle).await;
+            (status, "text/plain", Bytes::from(format!("{reason}\n")))
+        }
+        (_, path) if path.starts_with("/rooms/") => {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"use POST\n")));
+            *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            response
+                .headers_mut()
+                .insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("POST"));
+            return Ok(response);
+        }
         _ => (StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"not found\n")),
     };
     let mut response = Response::new(Full::new(body));
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer realm=\"wsbroker\""),
+        );
+    }
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -20,6 +20,9 @@ pub enum Error {
         /// What the operating system said.
         source: io::Error,
     },
+    /// An `--auth-key` file cannot be used.
+    #[error(transparent)]
+    AuthKey(#[from] crate::auth::keys::KeyError),
     /// The broker task ended while the server was running. Every connection was
     /// closed with 1011; the process should exit non-zero so a supervisor restarts it.
     #[error("the broker task stopped: {0}")]

@@ -25,18 +25,30 @@
 //! - [`server`]: binds, accepts, admits and upgrades connections, supervises the
 //!   broker, shuts down.
 //! - `connection`: one reader task and one writer task per connection.
+//! - [`auth`]: with `--auth-key`, who may join a room and who may publish to it.
 //! - [`broker`]: the one task that owns all room state, and its proven core.
 //! - [`cluster`]: with `--redis-url`, the bridge that carries rooms across nodes.
 //! - [`config`]: command-line flags, validated so no value can reach a panicking API.
 //! - [`metrics`]: counters and gauges, rendered for Prometheus.
 //! - [`endpoint`]: the operators' HTTP listener: `/metrics` and `/healthz`.
+//! - [`reload`]: what SIGHUP rereads without a restart.
 //! - [`error`]: why the server could not start or had to stop.
-//! - [`shutdown`], [`logging`], [`panic_hook`], [`fd_limit`]: process plumbing for the
+//! - [`signals`], [`logging`], [`panic_hook`], [`fd_limit`]: process plumbing for the
 //!   binary.
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::print_stdout,
+        clippy::print_stderr,
+        reason = "`print!` and its kin panic when the stream is closed"
+    )
+)]
 
 #[cfg(feature = "no-panic")]
 #[doc(hidden)]
 pub mod audit;
+pub mod auth;
 pub mod broker;
 pub mod cluster;
 pub mod config;
@@ -47,8 +59,9 @@ pub mod fd_limit;
 pub mod logging;
 pub mod metrics;
 pub mod panic_hook;
+pub mod reload;
 pub mod server;
-pub mod shutdown;
+pub mod signals;
 
 pub use broker::{BrokerStats, ConnId};
 pub use config::Config;

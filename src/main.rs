@@ -4,11 +4,18 @@
 //! address that cannot be bound); 1 when the broker failed or the runtime could not
 //! start.
 
+#![deny(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "`print!` and its kin panic when the stream is closed; `say` does not"
+)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use wsbroker::{Config, Error, Server};
+use wsbroker::config::{Cli, Command};
+use wsbroker::{Error, Server};
 
 /// jemalloc rather than the system's malloc: most of an idle connection's allocations
 /// are tokio's 128-byte aligned ones, which jemalloc's size classes hold without
@@ -18,12 +25,13 @@ use wsbroker::{Config, Error, Server};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let config = match Config::try_parse() {
-        Ok(config) => config,
+    let config = match Cli::try_parse() {
+        Ok(Cli { command: Some(Command::Token(args)), .. }) => return token(&args),
+        Ok(Cli { config, command: None }) => config,
         Err(e) => return clap_exit(&e),
     };
     if let Err(e) = config.validate() {
-        eprintln!("error: {e}");
+        say(std::io::stderr(), format_args!("error: {e}\n"));
         return ExitCode::from(2);
     }
     wsbroker::logging::init(config.log_format);
@@ -48,7 +56,7 @@ fn main() -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say(std::io::stderr(), format_args!("error: cannot start the async runtime: {e}\n"));
             return ExitCode::FAILURE;
         }
     };
@@ -57,13 +65,16 @@ fn main() -> ExitCode {
         let server = match Server::bind(config).await {
             Ok(server) => server,
             Err(e) => {
-                eprintln!("error: {e}");
+                say(std::io::stderr(), format_args!("error: {e}\n"));
                 return ExitCode::from(2);
             }
         };
         // After the bind, so that a configuration error stays a single line.
         wsbroker::fd_limit::raise(max_connections);
-        match server.run(wsbroker::shutdown::signal()).await {
+        let reloads = tokio::spawn(wsbroker::signals::reload_on_hangup(server.handle()));
+        let ended = server.run(wsbroker::signals::shutdown()).await;
+        reloads.abort();
+        match ended {
             Ok(()) => ExitCode::SUCCESS,
             // The server logged the one line naming the cause when the broker
             // stopped; status 1 lets a supervisor restart the process.
@@ -76,6 +87,20 @@ fn main() -> ExitCode {
     })
 }
 
+/// `wsbroker token`: prints a development token, or one line on stderr and status 2.
+fn token(args: &wsbroker::auth::mint::TokenArgs) -> ExitCode {
+    match wsbroker::auth::mint::mint(args, std::time::SystemTime::now()) {
+        Ok(token) => {
+            say(std::io::stdout(), format_args!("{token}\n"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            say(std::io::stderr(), format_args!("error: {e}\n"));
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Help and version go to stdout with status 0; every usage error is one line on
 /// stderr with status 2.
 fn clap_exit(e: &clap::Error) -> ExitCode {
@@ -83,14 +108,22 @@ fn clap_exit(e: &clap::Error) -> ExitCode {
         ErrorKind::DisplayHelp
         | ErrorKind::DisplayVersion
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            print!("{e}");
+            say(std::io::stdout(), format_args!("{e}"));
             ExitCode::SUCCESS
         }
         _ => {
             let rendered = e.render().to_string();
             let line = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: invalid arguments");
-            eprintln!("{line}");
+            say(std::io::stderr(), format_args!("{line}\n"));
             ExitCode::from(2)
         }
+    }
+}
+
+/// Writes to stdout or stderr. `print!` and its kin panic when the stream is closed
+/// (`wsbroker --help | head`); here a line nobody can read is simply not written.
+fn say(mut to: impl std::io::Write, text: std::fmt::Arguments<'_>) {
+    if to.write_fmt(text).and_then(|()| to.flush()).is_err() {
+        // Nowhere left to report it.
     }
 }

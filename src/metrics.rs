@@ -33,10 +33,15 @@ pub enum RejectReason {
     BadRequest,
     /// No complete handshake within `--handshake-timeout`.
     Timeout,
+    /// No token, or one that does not verify (HTTP 401).
+    Unauthorized,
+    /// A valid token that does not cover the room (HTTP 403).
+    Forbidden,
 }
 
 impl RejectReason {
-    const ALL: [Self; 4] = [Self::Limit, Self::Origin, Self::BadRequest, Self::Timeout];
+    const ALL: [Self; 6] =
+        [Self::Limit, Self::Origin, Self::BadRequest, Self::Timeout, Self::Unauthorized, Self::Forbidden];
 
     fn label(self) -> &'static str {
         match self {
@@ -44,18 +49,21 @@ impl RejectReason {
             Self::Origin => "origin",
             Self::BadRequest => "bad_request",
             Self::Timeout => "timeout",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
         }
     }
 }
 
 /// The close codes counted by `wsbroker_closes_total`; anything else is "other".
-const CLOSE_CODES: [u16; 8] = [1000, 1001, 1002, 1007, 1008, 1009, 1011, 1013];
+const CLOSE_CODES: [u16; 9] = [1000, 1001, 1002, 1007, 1008, 1009, 1011, 1013, 4001];
 
 /// Every value the endpoint reports, as atomics.
 #[derive(Debug, Default)]
 pub struct Metrics {
     // Copied from the broker's counters after every broker operation.
     published: AtomicU64,
+    published_api: AtomicU64,
     delivered: AtomicU64,
     dropped_full: AtomicU64,
     dropped_closed: AtomicU64,
@@ -63,10 +71,12 @@ pub struct Metrics {
     rooms: AtomicU64,
     broker_panics_caught: AtomicU64,
     // Counted by the accept loop and the connections.
-    rejections: [AtomicU64; 4],
+    rejections: [AtomicU64; RejectReason::ALL.len()],
     closes: [AtomicU64; CLOSE_CODES.len()],
     closes_other: AtomicU64,
     closes_none: AtomicU64,
+    /// Reloads that left the previous configuration in force.
+    reload_failures: AtomicU64,
     // Health.
     broker_running: AtomicBool,
     accepting: AtomicBool,
@@ -97,6 +107,7 @@ impl Metrics {
     #[inline]
     pub(crate) fn store_broker(&self, counters: &Counters, rooms: usize) {
         self.published.store(counters.published, Ordering::Relaxed);
+        self.published_api.store(counters.published_api, Ordering::Relaxed);
         self.delivered.store(counters.delivered, Ordering::Relaxed);
         self.dropped_full.store(counters.dropped_full, Ordering::Relaxed);
         self.dropped_closed.store(counters.dropped_closed, Ordering::Relaxed);
@@ -126,6 +137,10 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn reload_failed(&self) {
+        self.reload_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn set_broker_running(&self, running: bool) {
         self.broker_running.store(running, Ordering::Relaxed);
     }
@@ -150,6 +165,23 @@ struct CodeLabel {
     code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: &'static str,
+}
+
+/// Registers a counter family, one series per (labels, value).
+fn family<L>(registry: &mut Registry, name: &str, help: &str, values: impl IntoIterator<Item = (L, u64)>)
+where
+    L: EncodeLabelSet + Clone + std::fmt::Debug + std::hash::Hash + Eq + Send + Sync + 'static,
+{
+    let family = Family::<L, Counter>::default();
+    for (labels, value) in values {
+        family.get_or_create(&labels).inner().store(value, Ordering::Relaxed);
+    }
+    registry.register(name, help, family);
+}
+
 /// Registers a counter family labelled `reason`, one series per (reason, value).
 fn by_reason(
     registry: &mut Registry,
@@ -157,11 +189,7 @@ fn by_reason(
     help: &str,
     values: impl IntoIterator<Item = (&'static str, u64)>,
 ) {
-    let family = Family::<ReasonLabel, Counter>::default();
-    for (reason, value) in values {
-        family.get_or_create(&ReasonLabel { reason }).inner().store(value, Ordering::Relaxed);
-    }
-    registry.register(name, help, family);
+    family(registry, name, help, values.into_iter().map(|(reason, value)| (ReasonLabel { reason }, value)));
 }
 
 /// Panics in the process, each counted once. The panic hook sees every panic, the
@@ -207,7 +235,15 @@ pub fn render(metrics: &Metrics, handle: &ServerHandle) -> String {
         "Commands waiting in the broker's inbox",
         handle.inbox_depth() as u64,
     );
-    counter(&mut registry, "messages_received", "Messages published by clients", load(&metrics.published));
+    family(
+        &mut registry,
+        "messages_received",
+        "Messages published, by source: client (a WebSocket member) or api (POST /rooms/{room})",
+        [
+            (SourceLabel { source: "client" }, load(&metrics.published)),
+            (SourceLabel { source: "api" }, load(&metrics.published_api)),
+        ],
+    );
     counter(&mut registry, "deliveries", "Messages placed in a member's outbox", load(&metrics.delivered));
     by_reason(
         &mut registry,
@@ -221,25 +257,17 @@ pub fn render(metrics: &Metrics, handle: &ServerHandle) -> String {
         "Connections closed as slow consumers (--slow-consumer disconnect)",
         load(&metrics.slow_disconnects),
     );
-    let closes = Family::<CodeLabel, Counter>::default();
-    for (code, value) in CLOSE_CODES.iter().zip(&metrics.closes) {
-        closes
-            .get_or_create(&CodeLabel { code: code.to_string() })
-            .inner()
-            .store(load(value), Ordering::Relaxed);
-    }
-    closes
-        .get_or_create(&CodeLabel { code: "other".into() })
-        .inner()
-        .store(load(&metrics.closes_other), Ordering::Relaxed);
-    closes
-        .get_or_create(&CodeLabel { code: "none".into() })
-        .inner()
-        .store(load(&metrics.closes_none), Ordering::Relaxed);
-    registry.register(
+    let by_code =
+        CLOSE_CODES.iter().zip(&metrics.closes).map(|(code, value)| (code.to_string(), load(value)));
+    let closes = by_code.chain([
+        ("other".to_owned(), load(&metrics.closes_other)),
+        ("none".to_owned(), load(&metrics.closes_none)),
+    ]);
+    family(
+        &mut registry,
         "closes",
         "Finished connections by the code of their close handshake (none: ended without one)",
-        closes,
+        closes.map(|(code, value)| (CodeLabel { code }, value)),
     );
     by_reason(
         &mut registry,
@@ -255,6 +283,12 @@ pub fn render(metrics: &Metrics, handle: &ServerHandle) -> String {
         "panics_caught",
         "Panics anywhere in the process, each counted once: contained in the broker, or ending a connection's task (should stay 0)",
         panics(load(&metrics.broker_panics_caught)),
+    );
+    counter(
+        &mut registry,
+        "reload_failures",
+        "Reloads (SIGHUP) that left the previous configuration in force",
+        load(&metrics.reload_failures),
     );
     if let Some(redis) = &metrics.redis {
         let up = u64::from(redis.up.load(Ordering::Relaxed));

@@ -27,17 +27,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use self::admission::{Admit, Rejection};
 pub use self::handle::ServerHandle;
+use crate::auth::{Verifier, keys};
 use crate::broker::{self, Command, ConnId};
 use crate::config::Config;
 use crate::connection::{self, settings::Settings};
+use crate::endpoint::publish::PublishApi;
 use crate::error::{BrokerStop, Error};
 use crate::metrics::Metrics;
+use crate::reload::Reloader;
 
 /// After an `accept` error (typically EMFILE: out of file descriptors), wait this long
 /// before accepting again, so the loop does not spin while connections close and
@@ -63,6 +66,10 @@ pub struct Server {
     /// The `--metrics-listen` listener, bound with the main one.
     metrics_listener: Option<TcpListener>,
     metrics: Arc<Metrics>,
+    /// With `--auth-key`: what checks tokens (handshakes, the publish API).
+    verifier: Option<Verifier>,
+    /// What a reload rereads.
+    reloader: Arc<Reloader>,
 }
 
 /// Why the accept loop stopped.
@@ -90,7 +97,30 @@ impl Server {
         let (broker_tx, broker_rx) = mpsc::channel(config.broker_capacity);
         let admission = Arc::new(Semaphore::new(config.max_connections));
         let metrics = Arc::new(Metrics::new(config.redis_url.is_some()));
-        Ok(Self { listener, config, broker_tx, broker_rx, admission, metrics_listener, metrics })
+        let (verifier, auth) = if config.auth_keys.is_empty() {
+            (None, None)
+        } else {
+            let (keys_tx, keys_rx) = watch::channel(Arc::new(keys::load(&config.auth_keys)?));
+            let verifier = Verifier::new(
+                keys_rx,
+                config.auth_issuer.clone(),
+                config.auth_audience.clone(),
+                config.auth_leeway,
+            );
+            (Some(verifier), Some((config.auth_keys.clone(), keys_tx)))
+        };
+        let reloader = Arc::new(Reloader { auth, metrics: Arc::clone(&metrics) });
+        Ok(Self {
+            listener,
+            config,
+            broker_tx,
+            broker_rx,
+            admission,
+            metrics_listener,
+            metrics,
+            verifier,
+            reloader,
+        })
     }
 
     /// The metrics endpoint's address, when `--metrics-listen` is set.
@@ -111,6 +141,7 @@ impl Server {
             max_connections: self.config.max_connections,
             broker_capacity: self.config.broker_capacity,
             metrics: Arc::clone(&self.metrics),
+            reloader: Arc::clone(&self.reloader),
         }
     }
 
@@ -118,7 +149,17 @@ impl Server {
     /// on its own (then returns [`Error::BrokerStopped`]).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let handle = self.handle();
-        let Self { listener, config, broker_tx, broker_rx, admission, metrics_listener, metrics } = self;
+        let Self {
+            listener,
+            config,
+            broker_tx,
+            broker_rx,
+            admission,
+            metrics_listener,
+            metrics,
+            verifier,
+            reloader: _,
+        } = self;
 
         // The broker, and with --redis-url the bridge to other nodes: the broker holds
         // the bridge's queues, the bridge a weak sender of the broker's inbox (never
@@ -135,8 +176,13 @@ impl Server {
         // while the server drains after a broker failure or during shutdown.
         let metrics_stop = CancellationToken::new();
         let _stop_metrics = metrics_stop.clone().drop_guard();
+        let api = Arc::new(PublishApi {
+            verifier: verifier.clone(),
+            max_message_size: config.max_message_size,
+            max_room_length: usize::from(config.max_room_length),
+        });
         let metrics_task = metrics_listener.map(|l| {
-            tokio::spawn(crate::endpoint::serve(l, Arc::clone(&metrics), handle, metrics_stop.clone()))
+            tokio::spawn(crate::endpoint::serve(l, Arc::clone(&metrics), handle, api, metrics_stop.clone()))
         });
 
         let shutdown_token = CancellationToken::new();
@@ -147,7 +193,7 @@ impl Server {
                 settings: Arc::new(Settings::from_config(&config, shutdown_token.clone())),
                 metrics: Arc::clone(&metrics),
             }),
-            admit: Arc::new(Admit::from_config(&config)),
+            admit: Arc::new(Admit::from_config(&config, verifier)),
             admission,
             rejections: Arc::new(Semaphore::new(MAX_PENDING_REJECTIONS)),
             next_id: 0,
@@ -254,7 +300,13 @@ impl Acceptor {
         // The connection's span (the room is recorded once known) is part of its task
         // state, so the task carries it only when debug logging would use it (see
         // "Task size" in the connection module).
-        let span = tracing::debug_span!("conn", id = id.0, peer = %peer, room = tracing::field::Empty);
+        let span = tracing::debug_span!(
+            "conn",
+            id = id.0,
+            peer = %peer,
+            room = tracing::field::Empty,
+            user = tracing::field::Empty
+        );
         if span.is_disabled() {
             connections.spawn(task);
         } else {

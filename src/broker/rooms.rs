@@ -80,6 +80,9 @@ pub(crate) struct Room {
 pub(crate) enum Origin {
     /// A local connection: counted as published, and handed to other nodes.
     Member(ConnId),
+    /// The publish API (`POST /rooms/{room}`): counted apart, and handed to other
+    /// nodes; delivered to every member.
+    Api,
     /// Another node, through Redis: delivered to local members only.
     Remote,
 }
@@ -247,13 +250,19 @@ impl Rooms {
         let from = match origin {
             Origin::Member(id) => {
                 counters.published = counters.published.wrapping_add(1);
-                if let Some(bridge) = bridge {
-                    Self::caught(counters, contained(|| bridge.publish(room, frame)));
-                }
                 Some(id)
+            }
+            Origin::Api => {
+                counters.published_api = counters.published_api.wrapping_add(1);
+                None
             }
             Origin::Remote => None,
         };
+        if origin != Origin::Remote
+            && let Some(bridge) = bridge
+        {
+            Self::caught(counters, contained(|| bridge.publish(room, frame)));
+        }
         let Some(members) = rooms.get_mut(&**room).map(|r| &mut r.members) else {
             // The publisher's room is gone (its membership was dropped by the broker
             // and its reader has not noticed yet): nobody to deliver to.

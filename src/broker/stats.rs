@@ -12,6 +12,8 @@ use super::ConnId;
 pub struct Counters {
     /// Messages published by clients (each counted once, however many receive it).
     pub published: u64,
+    /// Messages published through the publish API.
+    pub published_api: u64,
     /// Messages placed in a member's outbox.
     pub delivered: u64,
     /// Deliveries dropped because the member's outbox was full (④ `Full`).

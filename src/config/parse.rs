@@ -22,6 +22,15 @@ fn parse_in_range(s: &str, min: usize, max: usize) -> Result<usize, String> {
     Ok(n)
 }
 
+/// Parses a leeway: a duration from zero to [`MAX_DURATION`].
+pub(super) fn parse_leeway(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("'{s}': {e}"))?;
+    if d > MAX_DURATION {
+        return Err("must be at most 24h".to_owned());
+    }
+    Ok(d)
+}
+
 /// Parses a duration such as "5s" or "250ms": above zero and at most [`MAX_DURATION`].
 pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim()).map_err(|e| format!("'{s}': {e}"))?;

@@ -27,14 +27,23 @@ pub(crate) enum Reason {
     InvalidUtf8,
     /// 1002: any other protocol violation.
     ProtocolError,
+    /// 1008: a data message from a connection whose token does not let it publish.
+    PublishNotPermitted,
+    /// 4001: the connection's token expired; the client should fetch a new one and
+    /// reconnect.
+    TokenExpired,
 }
+
+/// The Close code for an expired token: in the range RFC 6455 leaves to applications.
+pub(crate) const TOKEN_EXPIRED: u16 = 4001;
 
 impl Reason {
     /// The Close frame's status code.
     pub(crate) fn code(self) -> CloseCode {
         match self {
             Self::IdleTimeout | Self::ShuttingDown => CloseCode::Away,
-            Self::SlowConsumer => CloseCode::Policy,
+            Self::SlowConsumer | Self::PublishNotPermitted => CloseCode::Policy,
+            Self::TokenExpired => CloseCode::from(TOKEN_EXPIRED),
             Self::BrokerUnavailable | Self::Deregistered | Self::InternalError => CloseCode::Error,
             Self::TooBig => CloseCode::Size,
             Self::InvalidUtf8 => CloseCode::Invalid,
@@ -54,6 +63,8 @@ impl Reason {
             Self::TooBig => "message too big",
             Self::InvalidUtf8 => "invalid UTF-8",
             Self::ProtocolError => "protocol error",
+            Self::PublishNotPermitted => "publish not permitted",
+            Self::TokenExpired => "token expired",
         }
     }
 

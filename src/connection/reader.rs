@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::close::{Reason, Stop, WriterEnd};
 use super::read_side::ReadSide;
-use super::settings::Heard;
+use super::settings::Session;
 use super::{CLOSE_LINGER, SIGNALS_AT_LEAST_EVERY, Shared};
 use crate::broker::{Command, ConnId, Op, Origin};
 
@@ -40,9 +40,9 @@ pub(crate) struct Reader {
     /// Cancelled by the broker to disconnect this connection as a slow consumer, and
     /// with the server's shutdown token, its parent, when the server shuts down.
     pub kick: CancellationToken,
-    /// When the peer was last heard from: touched for every frame read. The writer
-    /// keeps the idle deadline (its timer serves the pings too).
-    pub heard: Arc<Heard>,
+    /// When the peer was last heard from (touched for every frame read; the writer
+    /// keeps the idle deadline), and whether it may publish.
+    pub session: Arc<Session>,
 }
 
 /// How the reader ended.
@@ -163,7 +163,7 @@ impl Reader {
                         }
                     };
                     // Any frame, pongs included, keeps the connection from idling out.
-                    self.heard.touch(&self.shared.settings);
+                    self.session.touch(&self.shared.settings);
                     // Decided synchronously, so that no message is held in the task's
                     // state across the wait below.
                     match item {
@@ -171,6 +171,13 @@ impl Reader {
                             if linger.is_some() || stop_tx.is_none() {
                                 // Closing: data after our Close is read only to reach the
                                 // peer's Close reply, and is not forwarded.
+                                continue;
+                            }
+                            if !self.session.may_publish() {
+                                // Its token covers joining this room, not publishing to
+                                // it: nothing is delivered, and the connection ends.
+                                tracing::debug!("publish not permitted; closing with 1008");
+                                signal(stop_tx, Stop::Close(Reason::PublishNotPermitted));
                                 continue;
                             }
                             // Framed once here; every recipient's writer sends these same

@@ -13,7 +13,8 @@
 //! reader asks for (among others 1008 when the broker disconnects a slow consumer,
 //! and 1001 at shutdown, both of which the reader watches for it: see [`Signals`]).
 //! It closes with 1001 once nothing has been heard from the peer for `idle_timeout`
-//! (the reader notes every frame in [`Heard`]).
+//! (the reader notes every frame in its [`Session`]), and with 4001 once the
+//! connection's token has expired.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::close::{Reason, Stop, WriterEnd};
 use super::frame::{self, Frame};
-use super::settings::{Heard, Settings};
+use super::settings::{Session, Settings};
 use super::write::{write_bytes, write_frames};
 use super::{CLOSE_LINGER, SIGNALS_AT_LEAST_EVERY};
 
@@ -52,9 +53,9 @@ pub(crate) struct Signals {
     /// broker closes the outbox before the reader's `Stop` arrives, that this is a
     /// slow-consumer disconnect (1008) and not location ⑤ (1011).
     pub kick: CancellationToken,
-    /// When the reader last heard from the peer; the writer closes the connection
-    /// with 1001 once that is `idle_timeout` ago.
-    pub heard: Arc<Heard>,
+    /// When the reader last heard from the peer (the writer closes the connection
+    /// with 1001 once that is `idle_timeout` ago), and when its token expires (4001).
+    pub session: Arc<Session>,
 }
 
 /// `now + after`. Every duration here is validated to at most a day, so this cannot
@@ -117,12 +118,13 @@ pub(crate) fn run(
         // is then held while the final Close is written.
         let finish = {
             // One timer, because every connection has one and its size counts: the next
-            // ping or the idle deadline, whichever is sooner, until a stop arrives; then
+            // ping, the idle deadline or the token's expiry, whichever is soonest, until
+            // a stop arrives; then
             // the end of the grace period of the ending that stop asked for (only one stop
             // is ever received; no pings during that second). A sleep reset as needed
             // rather than a tokio `Interval`, which boxes its sleep.
             let mut next_ping = deadline_after(settings.ping_interval);
-            let timer = tokio::time::sleep_until(next_ping.min(waits.signals.heard.idle_at(&settings)));
+            let timer = tokio::time::sleep_until(waits.signals.session.deadline(&settings, next_ping));
             tokio::pin!(timer);
             // Set by `Stop::CloseAfterDrain`: the Close to send once the outbox is drained
             // (or when the grace period ends, whichever comes first).
@@ -164,8 +166,12 @@ pub(crate) fn run(
                             if waits.peer_gone {
                                 break Finish::Silently;
                             }
-                            let (now, idle_at) = (Instant::now(), waits.signals.heard.idle_at(&settings));
-                            if now >= idle_at {
+                            let (now, session) = (Instant::now(), &waits.signals.session);
+                            if session.expires_at(&settings).is_some_and(|at| now >= at) {
+                                tracing::debug!("token expired; closing with 4001");
+                                break Finish::Close(Reason::TokenExpired);
+                            }
+                            if now >= session.idle_at(&settings) {
                                 tracing::debug!("idle timeout; closing with 1001");
                                 break Finish::Close(Reason::IdleTimeout);
                             }
@@ -173,7 +179,7 @@ pub(crate) fn run(
                             if ping_due {
                                 next_ping = deadline_after(settings.ping_interval);
                             }
-                            timer.as_mut().reset(next_ping.min(idle_at));
+                            timer.as_mut().reset(session.deadline(&settings, next_ping));
                             if !ping_due {
                                 continue;
                             }
@@ -324,8 +330,8 @@ pub(crate) async fn future_size_for_tests(settings: Arc<Settings>) -> usize {
     let (_outbox_tx, outbox_rx) = mpsc::channel(1);
     let (_control_tx, control_rx) = futures_channel::mpsc::channel(1);
     let (_stop_tx, stop_rx) = oneshot::channel();
-    let heard = Arc::new(Heard::now(&settings));
-    let signals = Signals { stop_rx, kick: CancellationToken::new(), heard };
+    let session = Arc::new(Session::new(&settings, crate::connection::settings::Terms::OPEN));
+    let signals = Signals { stop_rx, kick: CancellationToken::new(), session };
     let writer = run(write_half, outbox_rx, control_rx, signals, settings);
     std::mem::size_of_val(&writer)
 }
@@ -369,8 +375,8 @@ mod tests {
             write_timeout: Duration::from_secs(10),
             write_buffer: 16 << 10,
         });
-        let heard = Arc::new(Heard::now(&settings));
-        let signals = Signals { stop_rx, kick: CancellationToken::new(), heard };
+        let session = Arc::new(Session::new(&settings, crate::connection::settings::Terms::OPEN));
+        let signals = Signals { stop_rx, kick: CancellationToken::new(), session };
         let writer = tokio::spawn(run(write_half, outbox_rx, control_rx, signals, settings));
         // Keeps the outbox full: it refills while the writer waits for the socket.
         let data: Frame = Arc::new(vec![0x82, 64].into_iter().chain([7u8; 64]).collect());

@@ -4,11 +4,13 @@
 //! At most `--max-connections` admitted sockets (beyond: HTTP 503, see [`reject`]),
 //! the handshake within `--handshake-timeout`, the path within `--max-room-length`
 //! (beyond: HTTP 414), the Origin in `--allowed-origin` when given (otherwise: HTTP
-//! 403). tungstenite itself rejects a request header larger than 64 KiB.
+//! 403), and with `--auth-key` a valid token (otherwise: HTTP 401) that covers the
+//! room (otherwise: HTTP 403). tungstenite itself rejects a request header larger
+//! than 64 KiB.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -16,7 +18,9 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::auth::{self, Denied, Verifier};
 use crate::config::Config;
+use crate::connection::settings::Terms;
 use crate::metrics::RejectReason;
 
 /// The admission rules applied to each handshake request.
@@ -27,20 +31,34 @@ pub(crate) struct Admit {
     allowed_origins: Vec<String>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) ws_config: WebSocketConfig,
+    /// With `--auth-key`: what checks tokens.
+    auth: Option<Verifier>,
+}
+
+/// A handshake the rules let in.
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    /// The room: the request's path, as sent.
+    pub room: Arc<str>,
+    /// What the connection may do, and until when.
+    pub terms: Terms,
+    /// The token's `sub`, for logs.
+    pub user: Option<String>,
 }
 
 impl Admit {
-    pub(crate) fn from_config(config: &Config) -> Self {
+    pub(crate) fn from_config(config: &Config, auth: Option<Verifier>) -> Self {
         Self {
             max_room_length: usize::from(config.max_room_length),
             allowed_origins: config.allowed_origins.iter().map(|o| normalize_origin(o)).collect(),
             handshake_timeout: config.handshake_timeout,
             ws_config: config.websocket_config(),
+            auth,
         }
     }
 
-    /// Decides on one handshake request: the room name, or why it is rejected.
-    pub(crate) fn check(&self, request: &Request) -> Result<Arc<str>, Rejection> {
+    /// Decides on one handshake request: what it is admitted to, or why it is rejected.
+    pub(crate) fn check(&self, request: &Request) -> Result<Admitted, Rejection> {
         // The room is the path; the query string is ignored.
         let path = request.uri().path();
         if path.len() > self.max_room_length {
@@ -57,7 +75,19 @@ impl Admit {
                 }
             }
         }
-        Ok(Arc::from(path))
+        let Some(verifier) = &self.auth else {
+            return Ok(Admitted { room: Arc::from(path), terms: Terms::OPEN, user: None });
+        };
+        let authorization = request.headers().get("authorization").map(|v| v.as_bytes());
+        let token = auth::token_of(authorization, request.uri().query())
+            .ok_or(Rejection::Unauthorized(Denied::Missing))?;
+        let now = SystemTime::now();
+        let grant = verifier.verify(token, now).map_err(Rejection::Unauthorized)?;
+        if !grant.may_join(path) {
+            return Err(Rejection::Forbidden);
+        }
+        let terms = Terms { expires_in: grant.remaining(now), may_publish: grant.may_publish(path) };
+        Ok(Admitted { room: Arc::from(path), terms, user: grant.user })
     }
 }
 
@@ -75,6 +105,23 @@ pub(crate) enum Rejection {
     Origin,
     /// Path longer than `--max-room-length`: HTTP 414.
     RoomTooLong,
+    /// No token, or one that does not verify: HTTP 401.
+    Unauthorized(Denied),
+    /// A valid token that does not cover the room: HTTP 403.
+    Forbidden,
+}
+
+impl std::fmt::Display for Rejection {
+    /// The rule that refused, for the log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Limit => f.write_str("connection limit reached"),
+            Self::Origin => f.write_str("origin not allowed"),
+            Self::RoomTooLong => f.write_str("room name too long"),
+            Self::Unauthorized(denied) => write!(f, "token refused: {denied}"),
+            Self::Forbidden => f.write_str("token does not cover the room"),
+        }
+    }
 }
 
 impl Rejection {
@@ -84,6 +131,8 @@ impl Rejection {
             Self::Limit => RejectReason::Limit,
             Self::Origin => RejectReason::Origin,
             Self::RoomTooLong => RejectReason::BadRequest,
+            Self::Unauthorized(_) => RejectReason::Unauthorized,
+            Self::Forbidden => RejectReason::Forbidden,
         }
     }
 
@@ -93,9 +142,18 @@ impl Rejection {
             Self::Limit => (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached"),
             Self::Origin => (StatusCode::FORBIDDEN, "origin not allowed"),
             Self::RoomTooLong => (StatusCode::URI_TOO_LONG, "room name too long"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "a valid token is required"),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "the token does not cover this room"),
         };
         let mut response = ErrorResponse::new(Some(body.to_owned()));
         *response.status_mut() = status;
+        if let Self::Unauthorized(_) = self {
+            // RFC 6750: tells the client a bearer token is what is missing or wrong.
+            response.headers_mut().insert(
+                "www-authenticate",
+                tokio_tungstenite::tungstenite::http::HeaderValue::from_static("Bearer realm=\"wsbroker\""),
+            );
+        }
         response
     }
 }

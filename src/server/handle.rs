@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::broker::{BrokerStats, Command, Hook, Op};
+use crate::broker::{BrokerStats, Command, Hook, Op, Origin};
+use crate::connection::frame::Frame;
 use crate::metrics::Metrics;
+use crate::reload::Reloader;
 
 /// A cheap handle for observing (and, in tests, injecting faults into) a server.
 ///
@@ -19,6 +21,7 @@ pub struct ServerHandle {
     pub(super) max_connections: usize,
     pub(super) broker_capacity: usize,
     pub(super) metrics: Arc<Metrics>,
+    pub(super) reloader: Arc<Reloader>,
 }
 
 impl ServerHandle {
@@ -51,9 +54,24 @@ impl ServerHandle {
         self.metrics.degraded()
     }
 
+    /// Rereads what can change without a restart (what SIGHUP does in the binary):
+    /// `true` if it all took effect; otherwise the previous configuration stays in
+    /// force, one error line is logged and `wsbroker_reload_failures_total` counts it.
+    pub fn reload(&self) -> bool {
+        self.reloader.reload().is_ok()
+    }
+
     /// The metrics, rendered as the `/metrics` endpoint would.
     pub fn render_metrics(&self) -> String {
         crate::metrics::render(&self.metrics, self)
+    }
+
+    /// Hands `frame` to the broker for every member of `room`, as the publish API
+    /// does: `true` once it is in the broker's inbox, `false` when the inbox is full
+    /// or the broker is gone.
+    pub(crate) fn publish(&self, room: Arc<str>, frame: Frame) -> bool {
+        let Some(broker_tx) = self.broker_tx.upgrade() else { return false };
+        broker_tx.try_send(Command::Op(Op::Publish { origin: Origin::Api, room, frame })).is_ok()
     }
 
     /// Test fault injection; returns whether the broker accepted the hook.

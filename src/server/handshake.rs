@@ -9,7 +9,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
-use super::admission::{Admit, Rejection};
+use super::admission::{Admit, Admitted, Rejection};
 use crate::broker::ConnId;
 use crate::connection;
 use crate::metrics::{Metrics, RejectReason};
@@ -30,9 +30,11 @@ pub(crate) fn serve(
     permit: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send {
     let setup = Box::pin(async move {
-        let (ws, room, peer) =
-            handshake(stream, peer, Arc::clone(&admit), Arc::clone(&shared.metrics)).await?;
-        connection::open(ws, admit.ws_config, id, room, peer, &shared)
+        let (ws, admitted) = handshake(stream, peer, Arc::clone(&admit), Arc::clone(&shared.metrics)).await?;
+        if let Some(user) = &admitted.user {
+            tracing::Span::current().record("user", tracing::field::display(user));
+        }
+        connection::open(ws, admit.ws_config, id, (admitted.room, admitted.terms), peer, &shared)
     });
     async move {
         // Captured by the block and so held for the connection's life; no binding,
@@ -44,24 +46,24 @@ pub(crate) fn serve(
 }
 
 /// The WebSocket handshake of an admitted connection, within the handshake timeout:
-/// the upgraded stream, its room and the peer's address, or `None` when it was
-/// refused or failed (counted and logged here).
+/// the upgraded stream and what the rules admitted it to, or `None` when it was
+/// refused or failed (counted and logged here, never with the token).
 async fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
     admit: Arc<Admit>,
     metrics: Arc<Metrics>,
-) -> Option<(WebSocketStream<TcpStream>, Arc<str>, SocketAddr)> {
+) -> Option<(WebSocketStream<TcpStream>, Admitted)> {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "could not set TCP_NODELAY");
     }
-    let mut room: Option<Arc<str>> = None;
+    let mut admitted: Option<Admitted> = None;
     let mut refused: Option<Rejection> = None;
     #[expect(clippy::result_large_err, reason = "the Err type is fixed by tungstenite's Callback trait")]
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         match admit.check(request) {
-            Ok(name) => {
-                room = Some(name);
+            Ok(admission) => {
+                admitted = Some(admission);
                 Ok(response)
             }
             Err(rejection) => {
@@ -74,10 +76,18 @@ async fn handshake(
     let ws = match tokio::time::timeout(admit.handshake_timeout, upgrade).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
-            // Refused by a rule, or not a valid upgrade at all.
-            let reason = refused.map_or(RejectReason::BadRequest, Rejection::reason);
-            metrics.rejected(reason);
-            tracing::info!(%peer, reason = ?reason, error = %e, "handshake rejected");
+            // Refused by a rule, or not a valid upgrade at all. A refusal is logged by
+            // its rule (a token's by why it was refused), never with the request.
+            match refused {
+                Some(rejection) => {
+                    metrics.rejected(rejection.reason());
+                    tracing::info!(%peer, reason = ?rejection.reason(), detail = %rejection, "handshake rejected");
+                }
+                None => {
+                    metrics.rejected(RejectReason::BadRequest);
+                    tracing::info!(%peer, reason = ?RejectReason::BadRequest, error = %e, "handshake rejected");
+                }
+            }
             return None;
         }
         Err(_) => {
@@ -86,13 +96,13 @@ async fn handshake(
             return None;
         }
     };
-    let Some(room) = room else {
-        // The handshake succeeded only if the callback accepted, which sets `room`;
-        // dropping the connection is the safe answer if that ever changes.
+    let Some(admitted) = admitted else {
+        // The handshake succeeded only if the callback accepted, which sets
+        // `admitted`; dropping the connection is the safe answer if that ever changes.
         tracing::debug!(%peer, "handshake completed without a room");
         return None;
     };
-    Some((ws, room, peer))
+    Some((ws, admitted))
 }
 
 #[cfg(test)]
@@ -103,7 +113,6 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::config::Config;
     use crate::connection::settings::Settings;
 
     /// Every idle connection pays for its two tasks' state, and tokio allocates a task
@@ -113,7 +122,8 @@ mod tests {
     /// past its step costs every idle connection 128 bytes, and fails here first.
     #[tokio::test]
     async fn a_connection_s_tasks_stay_within_their_measured_size() {
-        let config = Config::try_parse_from(["wsbroker", "--listen", "127.0.0.1:0"]).unwrap();
+        let config =
+            crate::config::Cli::try_parse_from(["wsbroker", "--listen", "127.0.0.1:0"]).unwrap().config;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
@@ -128,7 +138,7 @@ mod tests {
         });
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
         let connection_task =
-            serve(stream, peer, ConnId(1), shared, Arc::new(Admit::from_config(&config)), permit);
+            serve(stream, peer, ConnId(1), shared, Arc::new(Admit::from_config(&config, None)), permit);
         let size = std::mem::size_of_val(&connection_task);
         println!("connection task future: {size} bytes");
         assert!(size <= 664, "the connection task's future grew to {size} bytes (at most 664)");

@@ -35,6 +35,9 @@ pub struct TestServer {
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub handle: ServerHandle,
     pub config: Config,
+    /// Panics in the process when the server started: the server's test fails if
+    /// there are more when it has finished.
+    panics_at_start: u64,
     shutdown_tx: oneshot::Sender<()>,
     join: JoinHandle<Result<(), Error>>,
 }
@@ -46,6 +49,7 @@ impl TestServer {
 
     pub async fn with(adjust: impl FnOnce(&mut Config)) -> Self {
         wsbroker::panic_hook::install();
+        let panics_at_start = wsbroker::panic_hook::count();
         let mut config = Config::ephemeral();
         adjust(&mut config);
         let server = Server::bind(config.clone()).await.expect("bind 127.0.0.1:0");
@@ -56,7 +60,7 @@ impl TestServer {
         let join = tokio::spawn(server.run(async move {
             let _ = shutdown_rx.await;
         }));
-        Self { addr, metrics_addr, handle, config, shutdown_tx, join }
+        Self { addr, metrics_addr, handle, config, panics_at_start, shutdown_tx, join }
     }
 
     pub fn url(&self, room: &str) -> String {
@@ -118,27 +122,31 @@ impl TestServer {
     /// (plus a margin for a loaded machine) and that nothing panicked.
     pub async fn shutdown(self) -> Result<(), Error> {
         let _ = self.shutdown_tx.send(());
-        finish(self.join, self.config.shutdown_timeout).await
+        finish(self.join, self.config.shutdown_timeout, self.panics_at_start).await
     }
 
     /// Waits for the server to end on its own (no trigger), e.g. after the broker died.
     pub async fn finished(self) -> Result<(), Error> {
         let _keep_trigger = self.shutdown_tx;
-        finish(self.join, self.config.shutdown_timeout).await
+        finish(self.join, self.config.shutdown_timeout, self.panics_at_start).await
     }
 }
 
-async fn finish(join: JoinHandle<Result<(), Error>>, timeout: Duration) -> Result<(), Error> {
+async fn finish(
+    join: JoinHandle<Result<(), Error>>,
+    timeout: Duration,
+    panics_at_start: u64,
+) -> Result<(), Error> {
     let result = tokio::time::timeout(timeout + Duration::from_secs(2), join)
         .await
         .expect("server did not finish within its shutdown timeout")
         .expect("server task panicked");
-    assert_no_panics();
+    // Counted from this server's start: the suite is one process, and a test that
+    // fails elsewhere (its assertion panics) must not fail every test after it. A
+    // failure running at the same time can still show here; the audit counts every
+    // panic of the whole run besides.
+    assert_eq!(wsbroker::panic_hook::count(), panics_at_start, "a panic happened while this server ran");
     result
-}
-
-pub fn assert_no_panics() {
-    assert_eq!(wsbroker::panic_hook::count(), 0, "a panic happened in this test process");
 }
 
 /// The next data message (Text or Binary), skipping control frames.

@@ -84,7 +84,8 @@ async fn a_scripted_session_is_reported_exactly() {
     let (_, body) = get(metrics, "/metrics").await;
     assert_eq!(sample(&body, "wsbroker_connections"), 3.0);
     assert_eq!(sample(&body, "wsbroker_rooms"), 1.0);
-    assert_eq!(sample(&body, "wsbroker_messages_received_total"), N as f64);
+    assert_eq!(sample(&body, "wsbroker_messages_received_total{source=\"client\"}"), N as f64);
+    assert_eq!(sample(&body, "wsbroker_messages_received_total{source=\"api\"}"), 0.0);
     assert_eq!(sample(&body, "wsbroker_deliveries_total"), (3 * N) as f64 - stalled_dropped as f64);
     assert_eq!(sample(&body, "wsbroker_dropped_total{reason=\"outbox_full\"}"), stalled_dropped as f64);
     assert_eq!(sample(&body, "wsbroker_dropped_total{reason=\"connection_gone\"}"), 0.0);

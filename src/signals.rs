@@ -1,8 +1,10 @@
-//! The binary's shutdown trigger: the first of Ctrl-C (SIGINT) and SIGTERM.
+//! The binary's signals: SIGINT and SIGTERM shut the server down, SIGHUP reloads.
+
+use crate::ServerHandle;
 
 /// Completes when the process receives SIGINT or SIGTERM. If a signal handler cannot
 /// be installed, that signal is logged and ignored rather than shutting down at once.
-pub async fn signal() {
+pub async fn shutdown() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!(error = %e, "cannot listen for SIGINT");
@@ -23,5 +25,21 @@ pub async fn signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("SIGINT received"),
         () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// Reloads the server's reloadable configuration on every SIGHUP, for as long as it
+/// runs (see [`ServerHandle::reload`]).
+pub async fn reload_on_hangup(server: ServerHandle) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload is not available");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP received; reloading");
+        server.reload();
     }
 }
