@@ -83,6 +83,10 @@ fn help_lists_every_flag_and_exits_0() {
         "--worker-threads",
         "--shutdown-timeout",
         "--log-format",
+        "--auth-key",
+        "--auth-issuer",
+        "--auth-audience",
+        "--auth-leeway",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -130,4 +134,82 @@ async fn sigterm_closes_clients_with_1001_and_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_closes_clients_with_1001_and_exits_0() {
     signal_closes_clients_with_1001_and_exits_0("-INT").await;
+}
+
+#[test]
+fn help_into_a_closed_pipe_exits_0_without_a_panic() {
+    // A pipe whose reading end is already closed: every write to it fails.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN).arg("--help").stdout(writer).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn unusable_auth_keys_and_token_arguments_exit_2_with_one_line() {
+    let fixture = |name: &str| common::tokens::key(name).display().to_string();
+    assert_usage_error(&["--auth-key", "/no/such/key.pem"], "cannot read");
+    assert_usage_error(&["--auth-key", &fixture("rsa-private.pem")], "public key");
+    assert_usage_error(&["--auth-issuer", "https://auth.example"], "--auth-key");
+    assert_usage_error(&["--auth-leeway", "2d"], "--auth-leeway");
+    assert_usage_error(&["token", "--key", &fixture("rsa.pem")], "HMAC secret");
+    assert_usage_error(&["token", "--key", &fixture("hmac.key"), "--ttl", "0s"], "--ttl");
+}
+
+/// `wsbroker token` mints what the server accepts, and a SIGHUP makes the server
+/// reread its key file: a token from the new key is accepted, one from the old key
+/// refused, and a connection made with the old key keeps going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minted_token_is_accepted_and_sighup_rotates_the_key() {
+    let dir = std::env::temp_dir().join(format!("wsbroker-cli-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, old_key, new_key) = (dir.join("live.key"), dir.join("old.key"), dir.join("new.key"));
+    std::fs::write(&old_key, "o".repeat(40)).unwrap();
+    std::fs::write(&new_key, "n".repeat(40)).unwrap();
+    std::fs::copy(&old_key, &key).unwrap();
+    let mint = |secret: &std::path::Path| {
+        let out = Command::new(BIN)
+            .args(["token", "--key", &secret.display().to_string(), "--sub", "cli", "--sub-room", "/lobby"])
+            .args(["--pub-room", "/lobby", "--ttl", "10m"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (mut child, addr) = spawn_server(&["--auth-key", &key.display().to_string()]);
+    let url = format!("ws://{addr}/lobby");
+    // Minted from the server's own key file, so the token's `kid` names it (`live`).
+    let old_token = mint(&key);
+    let (mut established, _) =
+        tokio_tungstenite::connect_async(common::with_bearer(&url, &old_token)).await.unwrap();
+
+    std::fs::copy(&new_key, &key).unwrap();
+    let status = Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let new_token = mint(&key);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut newcomer = loop {
+        match tokio_tungstenite::connect_async(common::with_bearer(&url, &new_token)).await {
+            Ok((ws, _)) => break ws,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("the new key was never accepted: {e}"),
+        }
+    };
+    assert_eq!(common::refused(common::with_bearer(&url, &old_token)).await.status(), 401);
+    common::send_text(&mut newcomer, "rotated").await;
+    assert_eq!(
+        common::recv(&mut established).await,
+        tokio_tungstenite::tungstenite::Message::text("rotated")
+    );
+
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let code =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10))).await.unwrap();
+    assert_eq!(code, Some(0));
+    std::fs::remove_dir_all(dir).unwrap();
 }

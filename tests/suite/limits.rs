@@ -9,18 +9,14 @@ use crate::common::{TestServer, expect_close, recv, send_text};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use wsbroker::config::SlowConsumer;
 
 /// The HTTP status of a refused handshake.
 async fn refused_status(request: impl IntoClientRequest + Unpin) -> u16 {
-    match tokio_tungstenite::connect_async(request).await {
-        Err(WsError::Http(response)) => response.status().as_u16(),
-        Err(e) => panic!("expected an HTTP refusal, got {e}"),
-        Ok(_) => panic!("expected an HTTP refusal, the handshake succeeded"),
-    }
+    common::refused(request).await.status().as_u16()
 }
 
 /// The code of the first Close frame in a stream of unmasked server frames.

@@ -14,6 +14,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod auth;
 mod backpressure;
 mod broadcast;
 mod cli;
@@ -22,5 +23,6 @@ mod hostile;
 mod limits;
 mod memory;
 mod metrics;
+mod publish_api;
 mod redis;
 mod shutdown;

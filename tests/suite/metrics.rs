@@ -6,27 +6,15 @@ use crate::common;
 
 use std::net::SocketAddr;
 
-use crate::common::{TestServer, expect_close, recv, sample};
+use crate::common::{TestServer, expect_close, get, recv, sample};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wsbroker::broker::Hook;
 
 /// A plain HTTP/1.1 GET: the status code and the body.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(common::EVENT_TIMEOUT, stream.read_to_string(&mut response)).await.unwrap().unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
-}
-
 /// Scrapes `/metrics` until `wsbroker_connections` reads `n` (connections finish
 /// their bookkeeping after the client sees them close), and returns that scrape.
 async fn scrape_once_connections_are(metrics: SocketAddr, n: f64) -> String {

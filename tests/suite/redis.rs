@@ -159,6 +159,38 @@ async fn sharded_pubsub_spans_nodes_too() {
     cross_node_exactly_once(true).await;
 }
 
+/// A message published through one node's API reaches the room's members on both
+/// nodes, each exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_api_reaches_members_on_every_node_once() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let node1 = TestServer::with(|c| {
+        c.redis_url = Some(url.clone());
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let node2 = node(&redis, false).await;
+    let mut a = node1.join("/news").await;
+    let mut b = node2.join("/news").await;
+    redis.wait_numsub("wsbroker:/news", 2, false).await;
+    let api = node1.metrics_addr.unwrap();
+    for i in 0..20 {
+        let body = i.to_string();
+        let posted =
+            common::http(api, "POST", "/rooms/news", &[("content-type", "text/plain")], body.as_bytes())
+                .await;
+        assert_eq!(posted.status, 202);
+    }
+    send_text(&mut a, "end").await;
+    let mut expected: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    expected.push("end".into());
+    assert_eq!(read_until(&mut a, "end").await, expected);
+    assert_eq!(read_until(&mut b, "end").await, expected);
+    node1.shutdown().await.unwrap();
+    node2.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_unsubscribes_when_its_room_empties_and_churn_leaks_nothing() {
     let redis = RedisServer::start();
