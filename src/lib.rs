@@ -9,7 +9,8 @@
 //! In the order a message travels, one function per hop:
 //! 1. [`Server::run`] accepts the socket; `server::Acceptor::accept` admits it and
 //!    spawns `server::handshake::serve`, which upgrades it under the rules of
-//!    `server::admission` and calls `connection::open`.
+//!    `server::admission` (with `--auth-key`, the token: [`auth`]) and calls
+//!    `connection::open`.
 //! 2. `connection::open` starts the writer task; `Connection::run` registers with
 //!    the broker (`Op::Join`) and runs the reader.
 //! 3. `connection::reader::Reader::run` reads a frame, builds the server frame once
