@@ -13,6 +13,13 @@ pub mod keys {
     pub const FIXED_RATE: &str = "fixed-rate";
     /// Connections send nothing (`--idle`).
     pub const IDLE: &str = "idle";
+    /// Connections are opened and dropped as fast as the server admits them
+    /// (`--handshakes`).
+    pub const HANDSHAKE: &str = "handshake";
+    /// Handshake mode: connections admitted per second.
+    pub const HANDSHAKES_PER_S: &str = "handshakes_per_s";
+    /// Handshake mode: the server's CPU time per connection admitted, in µs.
+    pub const SERVER_CPU_US_PER_HANDSHAKE: &str = "server_cpu_us_per_handshake";
     /// Messages received by all members per second of the measurement window.
     pub const DELIVERIES_PER_S: &str = "deliveries_per_s";
     /// Messages received per second of the server's CPU time.

@@ -73,6 +73,16 @@ struct Args {
     /// Idle mode: open this many connections, send nothing, report server RSS per connection.
     #[arg(long)]
     idle: Option<usize>,
+    /// Handshake mode: open and close this many connections, `--concurrency` at a
+    /// time, and report handshakes per second and the server's CPU per handshake.
+    #[arg(long)]
+    handshakes: Option<usize>,
+    /// Handshake mode: connections in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// A token to send with every handshake (`Authorization: Bearer`).
+    #[arg(long)]
+    token: Option<String>,
     /// The server's PID, to read its CPU time and memory from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -141,9 +151,10 @@ fn main() -> std::process::ExitCode {
     };
     let local = tokio::task::LocalSet::new();
     let result = local.block_on(&runtime, async move {
-        match args.idle {
-            Some(n) => idle(&args, n).await,
-            None => traffic(&args).await,
+        match (args.idle, args.handshakes) {
+            (Some(n), _) => idle(&args, n).await,
+            (None, Some(n)) => handshakes(&args, n).await,
+            (None, None) => traffic(&args).await,
         }
     });
     match result {
@@ -156,6 +167,45 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Handshake mode: how fast the server admits connections. Each connection is
+/// opened, upgraded (with the token, if any) and dropped; `--concurrency` are in
+/// flight at once.
+async fn handshakes(args: &Args, n: usize) -> Result<serde_json::Value, String> {
+    let concurrency = args.concurrency.clamp(1, 1024);
+    let token = args.token.as_deref();
+    let server_cpu_start = args.server_pid.and_then(procfs::cpu_ns);
+    let started = Instant::now();
+    let mut in_flight = tokio::task::JoinSet::new();
+    let (mut opened, mut failed) = (0usize, 0u64);
+    while opened < n || !in_flight.is_empty() {
+        while opened < n && in_flight.len() < concurrency {
+            let addr = args.addr.clone();
+            let header = token.map(|t| format!("Authorization: Bearer {t}\r\n"));
+            in_flight.spawn_local(async move {
+                ws::connect_with(&addr, "/handshake", None, header.as_deref()).await
+            });
+            opened = opened.saturating_add(1);
+        }
+        match in_flight.join_next().await {
+            Some(Ok(Ok(_))) => {}
+            Some(_) => failed = failed.saturating_add(1),
+            None => break,
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let server_cpu_s = match (server_cpu_start, args.server_pid.and_then(procfs::cpu_ns)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1e9),
+        _ => None,
+    };
+    let done = n as f64 - failed as f64;
+    Ok(json!({
+        (keys::LABEL): args.label, (keys::MODE): keys::HANDSHAKE, "connections": n, "failed": failed,
+        (keys::HANDSHAKES_PER_S): done / elapsed,
+        (keys::SERVER_CPU_US_PER_HANDSHAKE): server_cpu_s.map(|c| c * 1e6 / done.max(1.0)),
+        (keys::SERVER_CPU_FRACTION): server_cpu_s.map(|c| c / elapsed),
+    }))
 }
 
 /// Idle mode: server memory per idle connection.

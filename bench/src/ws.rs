@@ -9,6 +9,16 @@ use tokio::net::TcpStream;
 /// Opens a TCP connection to `addr`, upgrades it on `path`, and returns the stream
 /// with any bytes that arrived after the HTTP response.
 pub async fn connect(addr: &str, path: &str, recv_buffer: Option<u32>) -> io::Result<(TcpStream, Vec<u8>)> {
+    connect_with(addr, path, recv_buffer, None).await
+}
+
+/// [`connect`], with extra header lines (each ending in `\r\n`) in the request.
+pub async fn connect_with(
+    addr: &str,
+    path: &str,
+    recv_buffer: Option<u32>,
+    extra_headers: Option<&str>,
+) -> io::Result<(TcpStream, Vec<u8>)> {
     let stream = match recv_buffer {
         None => TcpStream::connect(addr).await?,
         Some(size) => {
@@ -20,13 +30,18 @@ pub async fn connect(addr: &str, path: &str, recv_buffer: Option<u32>) -> io::Re
         }
     };
     stream.set_nodelay(true)?;
-    upgrade(stream, addr, path).await
+    upgrade(stream, addr, path, extra_headers.unwrap_or("")).await
 }
 
-async fn upgrade(mut stream: TcpStream, host: &str, path: &str) -> io::Result<(TcpStream, Vec<u8>)> {
+async fn upgrade(
+    mut stream: TcpStream,
+    host: &str,
+    path: &str,
+    extra: &str,
+) -> io::Result<(TcpStream, Vec<u8>)> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::with_capacity(256);

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use wsbench::keys;
 
 use super::Server;
-use super::scenarios::Scenario;
+use super::scenarios::{Scenario, Setup};
+use super::tokens;
 use crate::command;
 use crate::project::Project;
 
@@ -66,8 +67,14 @@ impl Drop for Running {
 }
 
 /// Starts `server` on CPU 0, listening on `port` (wsbroker also serves its metrics on
-/// `metrics_port`), and waits until it accepts connections.
-fn start(project: &Project, server: Server, port: u16, metrics_port: u16) -> Result<Running, String> {
+/// `metrics_port`, and takes `extra` flags), and waits until it accepts connections.
+fn start(
+    project: &Project,
+    server: Server,
+    port: u16,
+    metrics_port: u16,
+    extra: &[String],
+) -> Result<Running, String> {
     let peers = project.join("target/bench/peers");
     let listen = format!("127.0.0.1:{port}");
     let mut cmd = Command::new("taskset");
@@ -81,6 +88,7 @@ fn start(project: &Project, server: Server, port: u16, metrics_port: u16) -> Res
                 "--metrics-listen",
                 &metrics,
             ]);
+            cmd.args(extra);
         }
         Server::Bun => {
             cmd.arg(peers.join("node_modules/.bin/bun")).arg(project.join("bench/peers/bun-server.js"));
@@ -123,11 +131,21 @@ pub fn run_one(
     timing: &[&str],
 ) -> Result<Value, String> {
     let (port, metrics_port) = (free_port()?, free_port()?);
-    let running = start(project, server, port, metrics_port)?;
+    let (server_flags, token) = match scenario.setup {
+        Setup::Token(kind) => {
+            let key = project.join("tests/fixtures/keys").join(kind.server_key()).display().to_string();
+            (vec!["--auth-key".to_owned(), key], Some(tokens::mint(project, kind)?))
+        }
+        _ => (Vec::new(), None),
+    };
+    let running = start(project, server, port, metrics_port, &server_flags)?;
     let (pid, addr) = (running.0.id().to_string(), format!("127.0.0.1:{port}"));
     let label = format!("{}/{}", server.name(), scenario.name);
-    let result =
-        wsload(project, &["--addr", &addr, "--server-pid", &pid, "--label", &label], scenario, timing);
+    let mut args = vec!["--addr", &addr, "--server-pid", &pid, "--label", &label];
+    if let Some(token) = &token {
+        args.extend(["--token", token.as_str()]);
+    }
+    let result = wsload(project, &args, scenario, timing);
     // wsbroker reports what it dropped itself; the peers have no such counter.
     let server_dropped = (server == Server::Wsbroker).then(|| scrape_dropped(metrics_port)).flatten();
     drop(running);

@@ -23,6 +23,8 @@ pub fn median(scenario: &str, server: Server, runs: &[(Server, Result<Value, Str
     let key = |v: &Value| {
         if v[keys::MODE].as_str() == Some(keys::FLAT_OUT) {
             num(Some(v), &[keys::DELIVERIES_PER_SERVER_CPU_S]).unwrap_or(0.0)
+        } else if v[keys::MODE].as_str() == Some(keys::HANDSHAKE) {
+            num(Some(v), &[keys::HANDSHAKES_PER_S]).unwrap_or(0.0)
         } else {
             num(Some(v), &[keys::LATENCY_MS, keys::P99]).unwrap_or(0.0)
         }
@@ -138,6 +140,29 @@ pub fn markdown(project: &Project, results: &[Value], command: &str, elapsed: Du
                 fmt_ms(num(r, &[keys::LATENCY_MS, keys::MAX])),
                 fmt_pct(num(r, &[keys::SERVER_CPU_FRACTION])),
                 fmt_pct(num(r, &[keys::LOSS])),
+            );
+        }
+    }
+    let _ = writeln!(md, "\n## Handshakes\n");
+    let _ = writeln!(
+        md,
+        "Connections opened, upgraded and dropped as fast as the server admits them (32 in flight), \
+         without a token and with one; the token scenarios are wsbroker's alone.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | server | handshakes / s | server CPU µs per handshake | server CPU |\n|---|---|---|---|---|"
+    );
+    for scenario in ["handshakes", "handshakes-hs256", "handshakes-es256"] {
+        for server in &servers {
+            let Some(r) = get(results, scenario, server) else { continue };
+            let _ = writeln!(
+                md,
+                "| {scenario} | {server} | {} | {} | {} |",
+                num(Some(r), &[keys::HANDSHAKES_PER_S]).map_or("–".to_owned(), |v| format!("{v:.0}")),
+                num(Some(r), &[keys::SERVER_CPU_US_PER_HANDSHAKE])
+                    .map_or("–".to_owned(), |v| format!("{v:.1}")),
+                fmt_pct(num(Some(r), &[keys::SERVER_CPU_FRACTION])),
             );
         }
     }

@@ -7,8 +7,44 @@ pub struct Scenario {
     pub what: &'static str,
     /// wsload's arguments.
     pub args: &'static [&'static str],
+    /// How the servers are set up for it.
+    pub setup: Setup,
+}
+
+/// How the servers are set up for a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    /// One server, as it comes.
+    Plain,
     /// Two wsbroker nodes sharing rooms through a local redis-server (wsbroker only).
-    pub two_node: bool,
+    TwoNodes,
+    /// wsbroker with `--auth-key`, and a token of this kind on every handshake
+    /// (wsbroker only).
+    Token(TokenKind),
+}
+
+/// A kind of token, and the test key that signs and verifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Hs256,
+    Es256,
+}
+
+impl TokenKind {
+    /// The key the server verifies with, in `tests/fixtures/keys`.
+    pub fn server_key(self) -> &'static str {
+        match self {
+            Self::Hs256 => "hmac.key",
+            Self::Es256 => "ec256.pem",
+        }
+    }
+}
+
+impl Setup {
+    /// Whether `wsbroker_only` setups leave peers out.
+    pub fn wsbroker_only(self) -> bool {
+        self != Self::Plain
+    }
 }
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -16,43 +52,61 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "fanout-1000",
         what: "1 room, 1000 subscribers, 1 publisher flat out",
         args: &["--subscribers", "1000", "--publishers", "1"],
-        two_node: false,
+        setup: Setup::Plain,
     },
     Scenario {
         name: "fanout-100x10",
         what: "1 room, 100 subscribers, 10 publishers flat out",
         args: &["--subscribers", "100", "--publishers", "10"],
-        two_node: false,
+        setup: Setup::Plain,
     },
     Scenario {
         name: "fixed-rate",
         what: "1 room, 1000 subscribers, 1 publisher at 1000 msg/s",
         args: &["--subscribers", "1000", "--publishers", "1", "--rate", "1000"],
-        two_node: false,
+        setup: Setup::Plain,
     },
     Scenario {
         name: "rooms",
         what: "100 rooms x 10 members, each member 10 msg/s",
         args: &["--rooms", "100", "--subscribers", "0", "--publishers", "10", "--rate", "10"],
-        two_node: false,
+        setup: Setup::Plain,
     },
     Scenario {
         name: "idle-10k",
         what: "10,000 idle connections",
         args: &["--idle", "10000"],
-        two_node: false,
+        setup: Setup::Plain,
     },
     Scenario {
         name: "saturation",
         what: "100 never-reading clients, 10 subscribers, 1 publisher flat out",
         args: &["--stalled", "100", "--subscribers", "10", "--publishers", "1"],
-        two_node: false,
+        setup: Setup::Plain,
     },
     Scenario {
         name: "two-node",
         what: "two wsbroker nodes over Redis, 1 room, 200 subscribers split across them, 1 publisher at 1000 msg/s",
         args: &["--subscribers", "200", "--publishers", "1", "--rate", "1000"],
-        two_node: true,
+        setup: Setup::TwoNodes,
+    },
+    Scenario {
+        name: "handshakes",
+        what: "20,000 connections opened and dropped, 32 at a time, no authentication",
+        args: &["--handshakes", "20000", "--concurrency", "32"],
+        setup: Setup::Plain,
+    },
+    Scenario {
+        name: "handshakes-hs256",
+        what: "the same, each with an HS256 token (--auth-key with an HMAC secret)",
+        args: &["--handshakes", "20000", "--concurrency", "32"],
+        setup: Setup::Token(TokenKind::Hs256),
+    },
+    Scenario {
+        name: "handshakes-es256",
+        what: "the same, each with an ES256 token (--auth-key with an EC P-256 public key)",
+        args: &["--handshakes", "20000", "--concurrency", "32"],
+        setup: Setup::Token(TokenKind::Es256),
     },
 ];
 
