@@ -193,6 +193,15 @@ pub struct Config {
           value_parser = parse_leeway)]
     pub auth_leeway: Duration,
 
+    ///     /// Serve wss:// with this certificate chain (PEM, the leaf first); needs
+    /// --tls-key. SIGHUP rereads it: new handshakes use the new certificate.
+    #[arg(long, env = "WSBROKER_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
+    #[arg(long, env = "WSBROKER_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
     /// Serve Prometheus metrics (GET /metrics), health (GET /healthz) and the publish
     /// API (POST /rooms/{room}) on this address, a listener separate from the
     /// WebSocket one. Keep it internal. Off when absent.
@@ -244,6 +253,9 @@ pub enum ConfigError {
     /// A value outside its range (only reachable through a hand-built `Config`).
     #[error("{0} is out of range")]
     OutOfRange(&'static str),
+    ///     /// One of `--tls-cert` and `--tls-key` without the other.
+    #[error("--tls-cert and --tls-key go together: give both, or neither")]
+    TlsHalf,
     /// `--auth-issuer` or `--auth-audience` without a key to verify tokens with.
     #[error("--auth-issuer and --auth-audience need --auth-key")]
     AuthWithoutKeys,
@@ -273,6 +285,8 @@ impl Config {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             auth_keys: Vec::new(),
             auth_issuer: None,
             auth_audience: None,
@@ -313,6 +327,9 @@ impl Config {
         }
         if self.auth_leeway > MAX_DURATION {
             return Err(ConfigError::OutOfRange("--auth-leeway"));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::TlsHalf);
         }
         if self.auth_keys.is_empty() && (self.auth_issuer.is_some() || self.auth_audience.is_some()) {
             return Err(ConfigError::AuthWithoutKeys);

@@ -46,6 +46,7 @@ pub(crate) mod read_side;
 pub(crate) mod reader;
 pub(crate) mod settings;
 pub(crate) mod soon;
+pub(crate) mod transport;
 pub(crate) mod write;
 pub(crate) mod writer;
 
@@ -54,7 +55,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::net::TcpStream;
+
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinError, JoinHandle};
 use tokio_tungstenite::WebSocketStream;
@@ -65,6 +66,7 @@ use self::close::{Reason, Stop, WriterEnd};
 use self::frame::Frame;
 use self::settings::{Session, Settings, Terms};
 use self::soon::to_broker;
+use self::transport::Transport;
 use crate::broker::{Command, ConnId, Op};
 use crate::metrics::Metrics;
 
@@ -100,20 +102,20 @@ pub(crate) struct Shared {
 /// the connection with the broker, runs the reader, then deregisters it.
 ///
 /// Synchronous on purpose (see "Task size").
-pub(crate) fn open(
-    ws: WebSocketStream<TcpStream>,
+pub(crate) fn open<T: Transport>(
+    ws: WebSocketStream<T>,
     ws_config: WebSocketConfig,
     id: ConnId,
     (room, terms): (Arc<str>, Terms),
     peer: SocketAddr,
     shared: &Arc<Shared>,
-) -> Option<impl Future<Output = ()> + Send + use<>> {
+) -> Option<impl Future<Output = ()> + Send + use<T>> {
     // The connection's span, when debug logging is on (see `server::accept`).
     let span = tracing::Span::current();
     span.record("room", tracing::field::display(&room));
     // Split the socket: the writer owns the write half; tungstenite reads the other,
     // and hands its control replies to the writer (see `read_side`).
-    let (read_half, write_half) = ws.into_inner().into_split();
+    let (read_half, write_half) = ws.into_inner().split();
     let (control_tx, control_rx) = futures_channel::mpsc::channel(read_side::CONTROL_CAPACITY);
     // Wrapping a raw socket completes at once; `None` cannot happen, and dropping
     // the connection is the safe answer if it ever did.
@@ -149,7 +151,7 @@ pub(crate) fn open(
     let writer_task =
         if span.is_disabled() { tokio::spawn(writer) } else { tokio::spawn(writer.instrument(span)) };
     tracing::debug!(conn = id.0, room = %room, %peer, "connection open");
-    let connection = Connection {
+    let connection = Connection::<T> {
         reader: reader::Reader { id, room, shared: Arc::clone(shared), kick, session },
         ws_rx: Some(ws_rx),
         outbox_tx: Some(outbox_tx),
@@ -165,10 +167,10 @@ pub(crate) fn open(
 /// into locals: a moved-out copy would be stored in the task beside the original.
 /// The peer's address is kept only in the tracing span, and the registration is
 /// built when it is sent, not kept.
-struct Connection {
+struct Connection<T: Transport> {
     /// Who this connection is and what it is told by; the reader borrows it whole.
     reader: reader::Reader,
-    ws_rx: Option<WebSocketStream<read_side::ReadSide>>,
+    ws_rx: Option<WebSocketStream<read_side::ReadSide<T::Read>>>,
     /// Handed to the broker in the registration, sent first.
     outbox_tx: Option<mpsc::Sender<Frame>>,
     stop_tx: Option<oneshot::Sender<Stop>>,
@@ -180,7 +182,7 @@ struct Connection {
     writer_task: JoinHandle<WriterEnd>,
 }
 
-impl Connection {
+impl<T: Transport> Connection<T> {
     /// Registers with the broker, runs the reader, deregisters, and counts the close.
     /// A plain function returning an `async move` block (see "Task size").
     #[expect(clippy::manual_async_fn, reason = "an async fn would store self twice")]

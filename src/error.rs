@@ -20,6 +20,9 @@ pub enum Error {
         /// What the operating system said.
         source: io::Error,
     },
+    ///     /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// An `--auth-key` file cannot be used.
     #[error(transparent)]
     AuthKey(#[from] crate::auth::keys::KeyError),

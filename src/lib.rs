@@ -32,6 +32,7 @@
 //! - [`config`]: command-line flags, validated so no value can reach a panicking API.
 //! - [`metrics`]: counters and gauges, rendered for Prometheus.
 //! - [`endpoint`]: the operators' HTTP listener: `/metrics` and `/healthz`.
+//! - [`tls`]: with `--tls-cert` and `--tls-key`, wss://.
 //! - [`reload`]: what SIGHUP rereads without a restart.
 //! - [`error`]: why the server could not start or had to stop.
 //! - [`signals`], [`logging`], [`panic_hook`], [`fd_limit`]: process plumbing for the
@@ -63,6 +64,7 @@ pub mod panic_hook;
 pub mod reload;
 pub mod server;
 pub mod signals;
+pub mod tls;
 
 pub use broker::{BrokerStats, ConnId};
 pub use config::Config;

@@ -35,13 +35,22 @@ pub enum RejectReason {
     Timeout,
     /// No token, or one that does not verify (HTTP 401).
     Unauthorized,
-    /// A valid token that does not cover the room (HTTP 403).
+    ///     /// A valid token that does not cover the room (HTTP 403).
     Forbidden,
+    /// The TLS handshake failed (not TLS, a bad ClientHello, the peer gone).
+    Tls,
 }
 
 impl RejectReason {
-    const ALL: [Self; 6] =
-        [Self::Limit, Self::Origin, Self::BadRequest, Self::Timeout, Self::Unauthorized, Self::Forbidden];
+    const ALL: [Self; 7] = [
+        Self::Limit,
+        Self::Origin,
+        Self::BadRequest,
+        Self::Timeout,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::Tls,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -51,6 +60,7 @@ impl RejectReason {
             Self::Timeout => "timeout",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
+            Self::Tls => "tls",
         }
     }
 }
@@ -75,8 +85,10 @@ pub struct Metrics {
     closes: [AtomicU64; CLOSE_CODES.len()],
     closes_other: AtomicU64,
     closes_none: AtomicU64,
-    /// Reloads that left the previous configuration in force.
+    ///     /// Reloads that left the previous configuration in force.
     reload_failures: AtomicU64,
+    /// With TLS: when the certificate in force expires (Unix seconds); 0 without TLS.
+    tls_not_after: AtomicU64,
     // Health.
     broker_running: AtomicBool,
     accepting: AtomicBool,
@@ -135,6 +147,10 @@ impl Metrics {
                 .unwrap_or(&self.closes_other),
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_tls_not_after(&self, unix_seconds: u64) {
+        self.tls_not_after.store(unix_seconds, Ordering::Relaxed);
     }
 
     pub(crate) fn reload_failed(&self) {
@@ -290,6 +306,15 @@ pub fn render(metrics: &Metrics, handle: &ServerHandle) -> String {
         "Reloads (SIGHUP) that left the previous configuration in force",
         load(&metrics.reload_failures),
     );
+    let not_after = load(&metrics.tls_not_after);
+    if not_after != 0 {
+        gauge(
+            &mut registry,
+            "tls_cert_not_after_seconds",
+            "When the TLS certificate in force expires, in seconds since the Unix epoch",
+            not_after,
+        );
+    }
     if let Some(redis) = &metrics.redis {
         let up = u64::from(redis.up.load(Ordering::Relaxed));
         gauge(

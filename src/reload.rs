@@ -1,8 +1,9 @@
-//! Reload without a restart (SIGHUP in the binary, [`crate::ServerHandle::reload`]
-//! in the library): rereads the `--auth-key` files. New handshakes use what was
-//! reread; established connections are never touched. A file that is missing or
-//! does not parse leaves everything in force as it was, logs one error line and
-//! counts `wsbroker_reload_failures_total`.
+//! //! Reload without a restart (SIGHUP in the binary, [`crate::ServerHandle::reload`]
+//! in the library): rereads the TLS certificate and key and the `--auth-key` files.
+//! New handshakes use what was reread; established connections are never touched. A
+//! file that is missing or does not load (an unparsable, mismatched or expired
+//! certificate among them) leaves everything in force as it was, logs one error line
+//! and counts `wsbroker_reload_failures_total`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::auth::keys::{self, KeySet};
 use crate::metrics::Metrics;
+use crate::tls;
 
 /// What can be reloaded, and where the new values go.
 #[derive(Debug)]
@@ -18,6 +20,9 @@ pub struct Reloader {
     /// With `--auth-key`: the key files, and the sending end of the keys in force
     /// (every handshake's verifier reads the other).
     pub(crate) auth: Option<(Vec<PathBuf>, watch::Sender<Arc<KeySet>>)>,
+    /// With `--tls-cert`: the certificate and key files, and the resolver every TLS
+    /// handshake asks for the certificate in force.
+    pub(crate) tls: Option<(PathBuf, PathBuf, Arc<tls::Resolver>)>,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -26,6 +31,8 @@ pub struct Reloader {
 pub enum ReloadError {
     #[error(transparent)]
     Keys(#[from] keys::KeyError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 impl Reloader {
@@ -42,10 +49,20 @@ impl Reloader {
         result
     }
 
+    /// Loads everything first, then puts it all in force.
     fn try_reload(&self) -> Result<(), ReloadError> {
-        if let Some((paths, keys_tx)) = &self.auth {
-            let keys = keys::load(paths)?;
+        let keys = self.auth.as_ref().map(|(paths, _)| keys::load(paths)).transpose()?;
+        let certificate = self
+            .tls
+            .as_ref()
+            .map(|(cert, key, _)| tls::load(cert, key, std::time::SystemTime::now()))
+            .transpose()?;
+        if let (Some((_, keys_tx)), Some(keys)) = (&self.auth, keys) {
             keys_tx.send_replace(Arc::new(keys));
+        }
+        if let (Some((_, _, resolver)), Some(certificate)) = (&self.tls, certificate) {
+            resolver.replace(&certificate);
+            self.metrics.set_tls_not_after(certificate.not_after);
         }
         Ok(())
     }

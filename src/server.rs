@@ -41,6 +41,7 @@ use crate::endpoint::publish::PublishApi;
 use crate::error::{BrokerStop, Error};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
+use crate::tls::{self, Tls};
 
 /// After an `accept` error (typically EMFILE: out of file descriptors), wait this long
 /// before accepting again, so the loop does not spin while connections close and
@@ -68,8 +69,10 @@ pub struct Server {
     metrics: Arc<Metrics>,
     /// With `--auth-key`: what checks tokens (handshakes, the publish API).
     verifier: Option<Verifier>,
-    /// What a reload rereads.
+    ///     /// What a reload rereads.
     reloader: Arc<Reloader>,
+    /// With `--tls-cert`: what serves wss://.
+    tls: Option<Tls>,
 }
 
 /// Why the accept loop stopped.
@@ -109,7 +112,17 @@ impl Server {
             );
             (Some(verifier), Some((config.auth_keys.clone(), keys_tx)))
         };
-        let reloader = Arc::new(Reloader { auth, metrics: Arc::clone(&metrics) });
+        let (tls, tls_files) = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let loaded = tls::load(cert, key, std::time::SystemTime::now())?;
+                let tls = Tls::new(&loaded)?;
+                metrics.set_tls_not_after(loaded.not_after);
+                let files = (cert.clone(), key.clone(), Arc::clone(&tls.resolver));
+                (Some(tls), Some(files))
+            }
+            _ => (None, None),
+        };
+        let reloader = Arc::new(Reloader { auth, tls: tls_files, metrics: Arc::clone(&metrics) });
         Ok(Self {
             listener,
             config,
@@ -120,6 +133,7 @@ impl Server {
             metrics,
             verifier,
             reloader,
+            tls,
         })
     }
 
@@ -159,6 +173,7 @@ impl Server {
             metrics,
             verifier,
             reloader: _,
+            tls,
         } = self;
 
         // The broker, and with --redis-url the bridge to other nodes: the broker holds
@@ -197,6 +212,7 @@ impl Server {
             admission,
             rejections: Arc::new(Semaphore::new(MAX_PENDING_REJECTIONS)),
             next_id: 0,
+            tls,
         };
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
@@ -273,8 +289,10 @@ struct Acceptor {
     admission: Arc<Semaphore>,
     /// One permit per over-limit connection being answered with 503.
     rejections: Arc<Semaphore>,
-    /// The id of the last connection accepted.
+    ///     /// The id of the last connection accepted.
     next_id: u64,
+    /// With `--tls-cert`: every connection starts with a TLS handshake.
+    tls: Option<Tls>,
 }
 
 impl Acceptor {
@@ -295,8 +313,10 @@ impl Acceptor {
         };
         self.next_id = self.next_id.wrapping_add(1);
         let id = ConnId(self.next_id);
-        let task =
-            handshake::serve(stream, peer, id, Arc::clone(&self.shared), Arc::clone(&self.admit), permit);
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
+        }
+        let (shared, admit) = (Arc::clone(&self.shared), Arc::clone(&self.admit));
         // The connection's span (the room is recorded once known) is part of its task
         // state, so the task carries it only when debug logging would use it (see
         // "Task size" in the connection module).
@@ -307,11 +327,30 @@ impl Acceptor {
             room = tracing::field::Empty,
             user = tracing::field::Empty
         );
-        if span.is_disabled() {
-            connections.spawn(task);
-        } else {
-            connections.spawn(tracing::Instrument::instrument(task, span));
+        match &self.tls {
+            None => {
+                let opening = std::future::ready(Ok(stream));
+                spawn_in(connections, handshake::serve(opening, peer, id, shared, admit, permit), span);
+            }
+            Some(tls) => {
+                let acceptor = tls.acceptor.clone();
+                let opening = async move { acceptor.accept(stream).await };
+                spawn_in(connections, handshake::serve(opening, peer, id, shared, admit, permit), span);
+            }
         }
+    }
+}
+
+/// Spawns a connection's task, in its span only when debug logging would use it.
+fn spawn_in<F: Future<Output = ()> + Send + 'static>(
+    connections: &mut JoinSet<()>,
+    task: F,
+    span: tracing::Span,
+) {
+    if span.is_disabled() {
+        connections.spawn(task);
+    } else {
+        connections.spawn(tracing::Instrument::instrument(task, span));
     }
 }
 

@@ -29,7 +29,6 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, BytesMut};
 use futures_channel::mpsc;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::tcp::OwnedReadHalf;
 
 use super::frame::Frame;
 
@@ -64,9 +63,9 @@ thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
 }
 
-/// What tungstenite reads from and "writes" to.
-pub(crate) struct ReadSide {
-    read: OwnedReadHalf,
+/// /// What tungstenite reads from and "writes" to, over the socket's read half `R`.
+pub(crate) struct ReadSide<R> {
+    read: R,
     /// Bytes read from the socket that tungstenite has not taken yet; unallocated
     /// whenever it has taken them all.
     unread: BytesMut,
@@ -76,8 +75,8 @@ pub(crate) struct ReadSide {
     pending: Vec<u8>,
 }
 
-impl ReadSide {
-    pub(crate) fn new(read: OwnedReadHalf, control_tx: mpsc::Sender<Frame>) -> Self {
+impl<R> ReadSide<R> {
+    pub(crate) fn new(read: R, control_tx: mpsc::Sender<Frame>) -> Self {
         Self { read, unread: BytesMut::new(), control_tx, pending: Vec::new() }
     }
 
@@ -100,7 +99,7 @@ impl ReadSide {
     }
 }
 
-impl Drop for ReadSide {
+impl<R> Drop for ReadSide<R> {
     fn drop(&mut self) {
         // Last chance for a reply written but not yet handed over.
         if !self.pending.is_empty()
@@ -111,7 +110,7 @@ impl Drop for ReadSide {
     }
 }
 
-impl AsyncRead for ReadSide {
+impl<R: AsyncRead + Unpin> AsyncRead for ReadSide<R> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -154,7 +153,7 @@ impl AsyncRead for ReadSide {
     }
 }
 
-impl AsyncWrite for ReadSide {
+impl<R: Unpin> AsyncWrite for ReadSide<R> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         // Hand over what is already pending first: holding more than one batch would
         // let a ping flood grow this buffer.

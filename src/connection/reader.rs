@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use futures_util::StreamExt as _;
+use tokio::io::AsyncRead;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -82,9 +83,9 @@ impl Reader {
     /// A plain function returning an `async move` block (see "Task size" in the
     /// connection module).
     #[expect(clippy::manual_async_fn, reason = "an async fn would store its arguments twice")]
-    pub(crate) fn run<'a>(
+    pub(crate) fn run<'a, R: AsyncRead + Unpin + Send + 'static>(
         &'a self,
-        ws_rx: &'a mut WebSocketStream<ReadSide>,
+        ws_rx: &'a mut WebSocketStream<ReadSide<R>>,
         stop_tx: &'a mut Option<oneshot::Sender<Stop>>,
         writer_task: &'a mut JoinHandle<WriterEnd>,
     ) -> impl Future<Output = ReaderEnd> + Send + 'a {

@@ -1,7 +1,8 @@
 //! Writes to the socket's write half, which the writer task alone owns.
 //!
-//! Every write first tries without waiting ([`try_write`]), which is enough whenever
-//! the socket buffer has room: no future, no timer, no clock read. Only what does not
+//! //! Every write first tries without waiting ([`try_write`]), which is enough whenever
+//! the socket buffer has room: no future, no timer, no clock read. Over TLS, what the
+//! TLS layer still holds is then pushed into the socket the same way (a flush). Only what does not
 //! fit waits, boxed (see [`Soon`]) and bounded by `--write-timeout`, so a stalled peer
 //! cannot hold the writer and its buffers forever. A write that fails or times out
 //! gives `false`: the connection is then beyond saving and the writer ends without a
@@ -11,17 +12,17 @@ use std::io::{self, IoSlice};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 
 use super::frame::Frame;
 use super::soon::Soon;
+use super::transport::SocketWrite;
 
 /// Writes `bytes`: first without waiting, then, for whatever did not fit, waiting up
 /// to `limit`. The bytes are borrowed (a constant, the batch's one frame) or owned (a
 /// control frame, a coalesced batch); owned bytes move into the rest of the write
 /// when it must wait, so the writer's task holds no copy of them.
-pub(crate) fn write_bytes<'a>(
-    socket: &'a mut OwnedWriteHalf,
+pub(crate) fn write_bytes<'a, W: SocketWrite>(
+    socket: &'a mut W,
     bytes: impl Bytes + 'a,
     limit: Duration,
 ) -> Soon<'a> {
@@ -30,11 +31,19 @@ pub(crate) fn write_bytes<'a>(
         None => return Soon::Done(false),
     };
     if written >= bytes.bytes().len() {
-        return Soon::Done(true);
+        return match try_flush(socket) {
+            Some(true) => Soon::Done(true),
+            Some(false) => Soon::Waiting(Box::pin(bounded(limit, socket.flush()))),
+            None => Soon::Done(false),
+        };
     }
     Soon::Waiting(Box::pin(async move {
         let rest = bytes.bytes().get(written..).unwrap_or_default();
-        bounded(limit, socket.write_all(rest)).await
+        bounded(limit, async move {
+            socket.write_all(rest).await?;
+            socket.flush().await
+        })
+        .await
     }))
 }
 
@@ -70,8 +79,8 @@ impl Bytes for Vec<u8> {
 /// buffer lives only for the write, so idle connections keep nothing. Larger batches
 /// go out with vectored writes, uncopied, and a batch of one frame from its shared
 /// bytes as they are.
-pub(crate) fn write_frames<'a>(
-    socket: &'a mut OwnedWriteHalf,
+pub(crate) fn write_frames<'a, W: SocketWrite>(
+    socket: &'a mut W,
     frames: &'a [Frame],
     coalesce_limit: usize,
     limit: Duration,
@@ -90,12 +99,23 @@ pub(crate) fn write_frames<'a>(
     write_bytes(socket, buffer, limit)
 }
 
-/// Writes what the socket takes without waiting: how many bytes, or `None` when the
-/// write failed.
-fn try_write(socket: &OwnedWriteHalf, bytes: &[u8]) -> Option<usize> {
-    match socket.try_write(bytes) {
+/// /// Writes what the socket takes without waiting: how many bytes, or `None` when
+/// the write failed.
+fn try_write<W: SocketWrite>(socket: &mut W, bytes: &[u8]) -> Option<usize> {
+    match socket.try_write_now(bytes) {
         Ok(n) => Some(n),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(0),
+        Err(e) => {
+            tracing::debug!(error = %e, "write failed; writer ends");
+            None
+        }
+    }
+}
+
+/// Pushes what is held above the socket into it without waiting: whether nothing is
+/// left held, or `None` when that failed.
+fn try_flush<W: SocketWrite>(socket: &mut W) -> Option<bool> {
+    match socket.try_flush_now() {
+        Ok(flushed) => Some(flushed),
         Err(e) => {
             tracing::debug!(error = %e, "write failed; writer ends");
             None
@@ -118,9 +138,9 @@ async fn bounded(limit: Duration, write: impl Future<Output = io::Result<()>>) -
     }
 }
 
-/// Writes `frames` with vectored writes, resuming inside a frame after a partial
-/// write, for batches too large to copy.
-async fn write_vectored_all(socket: &mut OwnedWriteHalf, frames: &[Frame]) -> io::Result<()> {
+/// /// Writes `frames` with vectored writes, resuming inside a frame after a partial
+/// write, for batches too large to copy; then flushes.
+async fn write_vectored_all<W: SocketWrite>(socket: &mut W, frames: &[Frame]) -> io::Result<()> {
     // Position: the frame being written and how much of it is already out.
     let (mut index, mut offset) = (0usize, 0usize);
     while index < frames.len() {
@@ -154,7 +174,7 @@ async fn write_vectored_all(socket: &mut OwnedWriteHalf, frames: &[Frame]) -> io
             offset = 0;
         }
     }
-    Ok(())
+    socket.flush().await
 }
 
 #[cfg(test)]
@@ -163,6 +183,7 @@ mod tests {
     use std::sync::Arc;
 
     use tokio::io::AsyncReadExt;
+    use tokio::net::tcp::OwnedWriteHalf;
     use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
     use super::*;

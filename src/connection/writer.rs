@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use tokio::net::tcp::OwnedWriteHalf;
+
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::close::{Reason, Stop, WriterEnd};
 use super::frame::{self, Frame};
 use super::settings::{Session, Settings};
+use super::transport::SocketWrite;
 use super::write::{write_bytes, write_frames};
 use super::{CLOSE_LINGER, SIGNALS_AT_LEAST_EVERY};
 
@@ -93,8 +94,8 @@ enum Event {
 /// returning an `async move` block; the writes are plain functions returning a
 /// [`Soon`](super::soon::Soon); what it waits on is one struct ([`Waits`]) built
 /// before the block.
-pub(crate) fn run(
-    mut socket: OwnedWriteHalf,
+pub(crate) fn run<W: SocketWrite>(
+    mut socket: W,
     outbox_rx: mpsc::Receiver<Frame>,
     control_rx: futures_channel::mpsc::Receiver<Frame>,
     signals: Signals,

@@ -1,10 +1,11 @@
-//! One admitted connection from its TCP stream to its end: the WebSocket handshake
-//! under the admission rules, then the connection itself.
+//! //! One admitted connection from its TCP stream to its end: the TLS handshake (with
+//! `--tls-cert`), the WebSocket handshake under the admission rules, both within
+//! `--handshake-timeout`, then the connection itself.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -12,6 +13,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use super::admission::{Admit, Admitted, Rejection};
 use crate::broker::ConnId;
 use crate::connection;
+use crate::connection::transport::Transport;
 use crate::metrics::{Metrics, RejectReason};
 
 /// Upgrades one admitted TCP connection and runs it. Handshake failures end here,
@@ -21,8 +23,10 @@ use crate::metrics::{Metrics, RejectReason};
 /// A plain function returning an `async move` block, with the handshake and the
 /// connection's setup boxed apart, so that the task keeps none of their state once
 /// the connection runs (see "Task size" in the connection module).
-pub(crate) fn serve(
-    stream: TcpStream,
+/// `opening` gives the stream the WebSocket handshake runs over: the TCP stream as
+/// it is, or the TLS session established over it.
+pub(crate) fn serve<T: Transport>(
+    opening: impl Future<Output = io::Result<T>> + Send + 'static,
     peer: SocketAddr,
     id: ConnId,
     shared: Arc<connection::Shared>,
@@ -30,7 +34,8 @@ pub(crate) fn serve(
     permit: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send {
     let setup = Box::pin(async move {
-        let (ws, admitted) = handshake(stream, peer, Arc::clone(&admit), Arc::clone(&shared.metrics)).await?;
+        let (ws, admitted) =
+            handshake(opening, peer, Arc::clone(&admit), Arc::clone(&shared.metrics)).await?;
         if let Some(user) = &admitted.user {
             tracing::Span::current().record("user", tracing::field::display(user));
         }
@@ -45,18 +50,32 @@ pub(crate) fn serve(
     }
 }
 
-/// The WebSocket handshake of an admitted connection, within the handshake timeout:
-/// the upgraded stream and what the rules admitted it to, or `None` when it was
-/// refused or failed (counted and logged here, never with the token).
-async fn handshake(
-    stream: TcpStream,
+/// /// The handshakes of an admitted connection, TLS (in `opening`) and WebSocket, within
+/// the handshake timeout together: the upgraded stream and what the rules admitted it
+/// to, or `None` when it was refused or failed (counted and logged here, never with
+/// the token).
+async fn handshake<T: Transport>(
+    opening: impl Future<Output = io::Result<T>>,
     peer: SocketAddr,
     admit: Arc<Admit>,
     metrics: Arc<Metrics>,
-) -> Option<(WebSocketStream<TcpStream>, Admitted)> {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "could not set TCP_NODELAY");
-    }
+) -> Option<(WebSocketStream<T>, Admitted)> {
+    let now = tokio::time::Instant::now();
+    // The timeout is validated to at most a day, so this cannot overflow in practice.
+    let deadline = now.checked_add(admit.handshake_timeout).unwrap_or(now);
+    let stream = match tokio::time::timeout_at(deadline, opening).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            metrics.rejected(RejectReason::Tls);
+            tracing::info!(%peer, reason = ?RejectReason::Tls, error = %e, "handshake rejected");
+            return None;
+        }
+        Err(_) => {
+            metrics.rejected(RejectReason::Timeout);
+            tracing::info!(%peer, reason = ?RejectReason::Timeout, "handshake rejected");
+            return None;
+        }
+    };
     let mut admitted: Option<Admitted> = None;
     let mut refused: Option<Rejection> = None;
     #[expect(clippy::result_large_err, reason = "the Err type is fixed by tungstenite's Callback trait")]
@@ -73,7 +92,7 @@ async fn handshake(
         }
     };
     let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(admit.ws_config));
-    let ws = match tokio::time::timeout(admit.handshake_timeout, upgrade).await {
+    let ws = match tokio::time::timeout_at(deadline, upgrade).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             // Refused by a rule, or not a valid upgrade at all. A refusal is logged by
@@ -108,7 +127,7 @@ async fn handshake(
 #[cfg(test)]
 mod tests {
     use clap::Parser;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
     use tokio::sync::{Semaphore, mpsc};
     use tokio_util::sync::CancellationToken;
 
@@ -137,8 +156,14 @@ mod tests {
             metrics: Arc::new(Metrics::new(false)),
         });
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
-        let connection_task =
-            serve(stream, peer, ConnId(1), shared, Arc::new(Admit::from_config(&config, None)), permit);
+        let connection_task = serve(
+            std::future::ready(Ok(stream)),
+            peer,
+            ConnId(1),
+            shared,
+            Arc::new(Admit::from_config(&config, None)),
+            permit,
+        );
         let size = std::mem::size_of_val(&connection_task);
         println!("connection task future: {size} bytes");
         assert!(size <= 664, "the connection task's future grew to {size} bytes (at most 664)");

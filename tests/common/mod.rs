@@ -7,11 +7,13 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
+    clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
     reason = "test harness: a failed expectation must fail the test, as in #[test] fns (clippy.toml)"
 )]
 
 pub mod logs;
+pub mod tls;
 pub mod tokens;
 
 use std::time::Duration;

@@ -87,6 +87,8 @@ fn help_lists_every_flag_and_exits_0() {
         "--auth-issuer",
         "--auth-audience",
         "--auth-leeway",
+        "--tls-cert",
+        "--tls-key",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -148,6 +150,30 @@ fn help_into_a_closed_pipe_exits_0_without_a_panic() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn unusable_tls_certificates_exit_2_with_one_line() {
+    let dir = common::tls::dir("cli");
+    let (good, other) = (common::tls::TestCert::new(&dir, "good"), common::tls::TestCert::new(&dir, "other"));
+    let expired = common::tls::TestCert::expired(&dir, "expired");
+    let path = |p: &std::path::Path| p.display().to_string();
+    assert_usage_error(&["--tls-cert", &path(&good.cert_file)], "--tls-key");
+    assert_usage_error(&["--tls-key", &path(&good.key_file)], "--tls-cert");
+    assert_usage_error(&["--tls-cert", "/no/such.crt", "--tls-key", &path(&good.key_file)], "cannot read");
+    assert_usage_error(
+        &["--tls-cert", &path(&good.key_file), "--tls-key", &path(&good.key_file)],
+        "--tls-cert",
+    );
+    assert_usage_error(
+        &["--tls-cert", &path(&good.cert_file), "--tls-key", &path(&other.key_file)],
+        "does not match",
+    );
+    assert_usage_error(
+        &["--tls-cert", &path(&expired.cert_file), "--tls-key", &path(&expired.key_file)],
+        "expired",
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -26,3 +26,4 @@ mod metrics;
 mod publish_api;
 mod redis;
 mod shutdown;
+mod tls;
