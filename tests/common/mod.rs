@@ -51,8 +51,7 @@ impl TestServer {
     }
 
     pub async fn with(adjust: impl FnOnce(&mut Config)) -> Self {
-        wsbroker::panic_hook::install();
-        let panics_at_start = wsbroker::panic_hook::count();
+        let panics_at_start = server_panics();
         let mut config = Config::ephemeral();
         adjust(&mut config);
         let server = Server::bind(config.clone()).await.expect("bind 127.0.0.1:0");
@@ -135,6 +134,29 @@ impl TestServer {
     }
 }
 
+/// Panics outside the test threads: in the servers' tasks, which run on the runtime's
+/// worker threads. A test thread's own failed assertion is not counted, so that one
+/// failing test does not fail every test that runs beside it in this one process
+/// (libtest names a test's thread after the test, `module::name`). The audit counts
+/// every panic of the whole run besides.
+pub fn server_panics() -> u64 {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    INSTALL.call_once(|| {
+        // The server's own hook (logs and counts for the metrics), then ours around it.
+        wsbroker::panic_hook::install();
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            if !thread.name().is_some_and(|name| name.contains("::")) {
+                COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+    COUNT.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 async fn finish(
     join: JoinHandle<Result<(), Error>>,
     timeout: Duration,
@@ -144,11 +166,7 @@ async fn finish(
         .await
         .expect("server did not finish within its shutdown timeout")
         .expect("server task panicked");
-    // Counted from this server's start: the suite is one process, and a test that
-    // fails elsewhere (its assertion panics) must not fail every test after it. A
-    // failure running at the same time can still show here; the audit counts every
-    // panic of the whole run besides.
-    assert_eq!(wsbroker::panic_hook::count(), panics_at_start, "a panic happened while this server ran");
+    assert_eq!(server_panics(), panics_at_start, "a panic happened in a server task while this server ran");
     result
 }
 

@@ -35,6 +35,15 @@ async fn join_with(server: &TestServer, room: &str, token: &str) -> common::Clie
     ws
 }
 
+/// Joins `room` with `token`, then leaves, waiting until the broker has seen both:
+/// a later count of members cannot be thrown off by a departure still under way.
+async fn join_and_leave(server: &TestServer, room: &str, token: &str) {
+    let before = server.stats().await.members(room);
+    let ws = join_with(server, room, token).await;
+    drop(ws);
+    server.wait_members(room, before).await;
+}
+
 /// A member of `/lobby` that may publish there: it sees its own messages, so it can
 /// show that nothing else arrived (`assert_nothing_delivered`).
 async fn bystander(server: &TestServer) -> common::Client {
@@ -70,7 +79,7 @@ async fn a_token_in_the_header_or_the_query_lets_its_holder_in() {
         (Algorithm::EdDSA, "ed25519-private.pem"),
     ] {
         let token = sign(alg, private, &claims("bob", 600, &["/lobby"], &[]), None);
-        drop(join_with(&server, "/lobby", &token).await);
+        join_and_leave(&server, "/lobby", &token).await;
     }
     server.shutdown().await.unwrap();
 }
@@ -130,7 +139,7 @@ async fn every_kind_of_bad_token_gets_401_with_a_bearer_challenge() {
         assert!(challenge.is_some_and(|c| c.starts_with("Bearer")), "{what}: WWW-Authenticate: Bearer");
     }
     // A far-future expiry is fine.
-    drop(join_with(&server, "/lobby", &hs256(&with(json!({"exp": 99_999_999_999_i64})))).await);
+    join_and_leave(&server, "/lobby", &hs256(&with(json!({"exp": 99_999_999_999_i64})))).await;
     assert_nothing_delivered(&mut bystander).await;
     let metrics = common::get(server.metrics_addr.unwrap(), "/metrics").await.1;
     let unauthorized = sample(&metrics, "wsbroker_handshake_rejections_total{reason=\"unauthorized\"}");
@@ -216,10 +225,8 @@ async fn a_token_that_expires_while_connected_closes_with_4001() {
 async fn a_kid_selects_its_key() {
     let server = auth_server().await;
     let room = claims("frank", 600, &["/lobby"], &[]);
-    drop(
-        join_with(&server, "/lobby", &sign(Algorithm::ES256, "ec256-private.pem", &room, Some("ec256")))
-            .await,
-    );
+    join_and_leave(&server, "/lobby", &sign(Algorithm::ES256, "ec256-private.pem", &room, Some("ec256")))
+        .await;
     // Signed by the EC key, but naming the RSA key: refused.
     let misnamed = sign(Algorithm::ES256, "ec256-private.pem", &room, Some("rsa"));
     assert_eq!(refused(with_bearer(&server.url("/lobby"), &misnamed)).await.status(), 401);
@@ -262,10 +269,10 @@ async fn a_reload_rotates_the_keys_and_a_broken_key_file_keeps_the_old_ones() {
     // A key file that does not load leaves the keys in force.
     std::fs::write(&file, "short").unwrap();
     assert!(!server.handle.reload());
-    drop(join_with(&server, "/lobby", &with_secret(&new_secret)).await);
+    join_and_leave(&server, "/lobby", &with_secret(&new_secret)).await;
     std::fs::remove_file(&file).unwrap();
     assert!(!server.handle.reload());
-    drop(join_with(&server, "/lobby", &with_secret(&new_secret)).await);
+    join_and_leave(&server, "/lobby", &with_secret(&new_secret)).await;
     let metrics = common::get(server.metrics_addr.unwrap(), "/metrics").await.1;
     assert_eq!(sample(&metrics, "wsbroker_reload_failures_total"), 2.0);
     server.shutdown().await.unwrap();
