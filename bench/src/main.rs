@@ -17,6 +17,7 @@
 
 mod pacer;
 mod procfs;
+mod stream;
 mod ws;
 
 use std::cell::{Cell, RefCell};
@@ -26,8 +27,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use serde_json::json;
+use stream::{Dialer, ReadHalf, WriteHalf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use wsbench::keys;
 
 /// How many frames a flat-out publisher writes per `write` call.
@@ -83,6 +84,13 @@ struct Args {
     /// A token to send with every handshake (`Authorization: Bearer`).
     #[arg(long)]
     token: Option<String>,
+    /// Connect with TLS (wss://), trusting the certificate(s) in this PEM file: the
+    /// server's self-signed certificate or its CA.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// With --tls-ca: the name the server's certificate must carry.
+    #[arg(long, default_value = "localhost")]
+    tls_name: String,
     /// The server's PID, to read its CPU time and memory from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -149,12 +157,22 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let dialer = match &args.tls_ca {
+        None => Dialer::Plain,
+        Some(ca) => match Dialer::tls(ca, &args.tls_name) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: --tls-ca: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+    };
     let local = tokio::task::LocalSet::new();
     let result = local.block_on(&runtime, async move {
         match (args.idle, args.handshakes) {
-            (Some(n), _) => idle(&args, n).await,
-            (None, Some(n)) => handshakes(&args, n).await,
-            (None, None) => traffic(&args).await,
+            (Some(n), _) => idle(&args, &dialer, n).await,
+            (None, Some(n)) => handshakes(&args, &dialer, n).await,
+            (None, None) => traffic(&args, &dialer).await,
         }
     });
     match result {
@@ -172,7 +190,7 @@ fn main() -> std::process::ExitCode {
 /// Handshake mode: how fast the server admits connections. Each connection is
 /// opened, upgraded (with the token, if any) and dropped; `--concurrency` are in
 /// flight at once.
-async fn handshakes(args: &Args, n: usize) -> Result<serde_json::Value, String> {
+async fn handshakes(args: &Args, dialer: &Dialer, n: usize) -> Result<serde_json::Value, String> {
     let concurrency = args.concurrency.clamp(1, 1024);
     let token = args.token.as_deref();
     let server_cpu_start = args.server_pid.and_then(procfs::cpu_ns);
@@ -183,8 +201,9 @@ async fn handshakes(args: &Args, n: usize) -> Result<serde_json::Value, String> 
         while opened < n && in_flight.len() < concurrency {
             let addr = args.addr.clone();
             let header = token.map(|t| format!("Authorization: Bearer {t}\r\n"));
+            let dialer = dialer.clone();
             in_flight.spawn_local(async move {
-                ws::connect_with(&addr, "/handshake", None, header.as_deref()).await
+                ws::connect(&dialer, &addr, "/handshake", None, header.as_deref()).await
             });
             opened = opened.saturating_add(1);
         }
@@ -209,14 +228,15 @@ async fn handshakes(args: &Args, n: usize) -> Result<serde_json::Value, String> 
 }
 
 /// Idle mode: server memory per idle connection.
-async fn idle(args: &Args, n: usize) -> Result<serde_json::Value, String> {
+async fn idle(args: &Args, dialer: &Dialer, n: usize) -> Result<serde_json::Value, String> {
     let pid = args.server_pid.ok_or("--idle needs --server-pid")?;
     let before = procfs::status_kib(pid, "VmRSS:").ok_or("cannot read server RSS")?;
     let mut connections = Vec::with_capacity(n);
     for i in 0..n {
         let room = format!("/idle{}", i % 100);
-        let (stream, _) =
-            ws::connect(&args.addr, &room, None).await.map_err(|e| format!("connect #{i}: {e}"))?;
+        let (stream, _) = ws::connect(dialer, &args.addr, &room, None, None)
+            .await
+            .map_err(|e| format!("connect #{i}: {e}"))?;
         connections.push(stream);
     }
     // Let the server finish registering every connection before measuring.
@@ -236,7 +256,7 @@ async fn idle(args: &Args, n: usize) -> Result<serde_json::Value, String> {
 }
 
 /// Traffic mode: throughput, loss and latency.
-async fn traffic(args: &Args) -> Result<serde_json::Value, String> {
+async fn traffic(args: &Args, dialer: &Dialer) -> Result<serde_json::Value, String> {
     let shared = Rc::new(Shared {
         epoch: Instant::now(),
         phase: Cell::new(Phase::Warmup),
@@ -256,7 +276,8 @@ async fn traffic(args: &Args) -> Result<serde_json::Value, String> {
     for room in 0..args.rooms {
         let path = format!("/r{room}");
         for _ in 0..args.stalled {
-            let (s, _) = ws::connect(&args.addr, &path, Some(4096)).await.map_err(|e| e.to_string())?;
+            let (s, _) =
+                ws::connect(dialer, &args.addr, &path, Some(4096), None).await.map_err(|e| e.to_string())?;
             stalled.push(s);
         }
         for k in 0..args.subscribers {
@@ -264,11 +285,12 @@ async fn traffic(args: &Args) -> Result<serde_json::Value, String> {
                 Some(second) if k % 2 == 1 => second,
                 _ => &args.addr,
             };
-            let (s, rest) = ws::connect(addr, &path, None).await.map_err(|e| e.to_string())?;
+            let (s, rest) = ws::connect(dialer, addr, &path, None, None).await.map_err(|e| e.to_string())?;
             readers.push((s.into_split(), rest, false));
         }
         for _ in 0..args.publishers {
-            let (s, rest) = ws::connect(&args.addr, &path, None).await.map_err(|e| e.to_string())?;
+            let (s, rest) =
+                ws::connect(dialer, &args.addr, &path, None, None).await.map_err(|e| e.to_string())?;
             let (r, w) = s.into_split();
             readers.push(((r, w), rest, true));
         }
@@ -363,12 +385,7 @@ async fn traffic(args: &Args) -> Result<serde_json::Value, String> {
 
 /// Reads frames until the connection ends, counting deliveries and latencies. With
 /// `pong_to` (subscribers own their write half), pings are answered.
-async fn read_loop(
-    mut r: OwnedReadHalf,
-    mut pong_to: Option<OwnedWriteHalf>,
-    rest: Vec<u8>,
-    shared: Rc<Shared>,
-) {
+async fn read_loop(mut r: ReadHalf, mut pong_to: Option<WriteHalf>, rest: Vec<u8>, shared: Rc<Shared>) {
     let mut buf = vec![0u8; READ_BUFFER];
     let mut filled = rest.len().min(READ_BUFFER);
     if let (Some(dst), Some(src)) = (buf.get_mut(..filled), rest.get(..filled)) {
@@ -413,7 +430,7 @@ async fn read_loop(
             for _ in 0..pings {
                 let mut pong = Vec::with_capacity(8);
                 ws::encode(&mut pong, 0xA, &[]);
-                if w.write_all(&pong).await.is_err() {
+                if w.write_all(&pong).await.is_err() || w.flush().await.is_err() {
                     return;
                 }
             }
@@ -447,7 +464,7 @@ struct Publisher {
 
 /// Publishes until the drain phase: flat out in batches, or one message per tick of
 /// a fixed schedule, stamped with its scheduled time.
-async fn publish_loop(mut w: OwnedWriteHalf, p: Publisher, publishers: usize, shared: Rc<Shared>) {
+async fn publish_loop(mut w: WriteHalf, p: Publisher, publishers: usize, shared: Rc<Shared>) {
     let mut payload = vec![b'x'; p.size];
     let mut out = Vec::with_capacity(PUBLISH_BATCH.saturating_mul(p.size.saturating_add(14)));
     // try_from: `from_secs_f64` panics on an infinite or huge value (a tiny rate).
@@ -483,7 +500,7 @@ async fn publish_loop(mut w: OwnedWriteHalf, p: Publisher, publishers: usize, sh
                 (1, in_window)
             }
         };
-        if w.write_all(&out).await.is_err() {
+        if w.write_all(&out).await.is_err() || w.flush().await.is_err() {
             shared.errors.set(shared.errors.get().saturating_add(1));
             return;
         }

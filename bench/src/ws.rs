@@ -6,20 +6,19 @@ use std::io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Opens a TCP connection to `addr`, upgrades it on `path`, and returns the stream
-/// with any bytes that arrived after the HTTP response.
-pub async fn connect(addr: &str, path: &str, recv_buffer: Option<u32>) -> io::Result<(TcpStream, Vec<u8>)> {
-    connect_with(addr, path, recv_buffer, None).await
-}
+use crate::stream::{Dialer, Stream};
 
-/// [`connect`], with extra header lines (each ending in `\r\n`) in the request.
-pub async fn connect_with(
+/// Opens a connection to `addr` (TLS when `dialer` says so), upgrades it on `path`
+/// with the extra header lines `extra_headers` (each ending in `\r\n`), and returns
+/// the stream with any bytes that arrived after the HTTP response.
+pub async fn connect(
+    dialer: &Dialer,
     addr: &str,
     path: &str,
     recv_buffer: Option<u32>,
     extra_headers: Option<&str>,
-) -> io::Result<(TcpStream, Vec<u8>)> {
-    let stream = match recv_buffer {
+) -> io::Result<(Stream, Vec<u8>)> {
+    let tcp = match recv_buffer {
         None => TcpStream::connect(addr).await?,
         Some(size) => {
             let socket = tokio::net::TcpSocket::new_v4()?;
@@ -29,21 +28,18 @@ pub async fn connect_with(
             socket.connect(addr).await?
         }
     };
-    stream.set_nodelay(true)?;
+    tcp.set_nodelay(true)?;
+    let stream = dialer.wrap(tcp).await?;
     upgrade(stream, addr, path, extra_headers.unwrap_or("")).await
 }
 
-async fn upgrade(
-    mut stream: TcpStream,
-    host: &str,
-    path: &str,
-    extra: &str,
-) -> io::Result<(TcpStream, Vec<u8>)> {
+async fn upgrade(mut stream: Stream, host: &str, path: &str, extra: &str) -> io::Result<(Stream, Vec<u8>)> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
     let mut response = Vec::with_capacity(256);
     let mut buf = [0u8; 1024];
     loop {

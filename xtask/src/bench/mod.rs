@@ -12,6 +12,7 @@ mod plot;
 mod processes;
 mod report;
 mod scenarios;
+mod tls;
 mod tokens;
 
 use std::process::ExitCode;
@@ -34,7 +35,7 @@ pub struct Args {
     /// A peer to measure beside wsbroker (repeatable), installed from npm.
     #[arg(long = "peer", value_name = "PEER", value_enum)]
     peers: Vec<Peer>,
-    /// A seconds-long smoke run: every scenario once, briefly, but idle-10k.
+    /// A seconds-long smoke run: every scenario once, briefly, but the idle ones.
     #[arg(long)]
     quick: bool,
     /// Also write BENCHMARKS.md and docs/benchmarks.svg in the repository.
@@ -103,7 +104,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let mut results = Vec::new();
     let started = Instant::now();
     for scenario in scenarios::SCENARIOS {
-        if args.quick && scenario.name == "idle-10k" {
+        if args.quick && scenario.name.starts_with("idle-10k") {
             continue;
         }
         // A quick run opens fewer connections.
@@ -115,7 +116,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         for round in 1..=repeats {
             for &server in &servers {
                 let runs_of = server.runs_of(scenario.name, args.quick);
-                if (scenario.setup.wsbroker_only() && server != Server::Wsbroker) || round > runs_of {
+                if !scenario.setup.runs_on(server) || round > runs_of {
                     continue;
                 }
                 println!("== {} on {} (run {round} of {runs_of})", scenario.name, server.name());

@@ -11,6 +11,7 @@ use wsbench::keys;
 
 use super::Server;
 use super::scenarios::{Scenario, Setup};
+use super::tls::{self, Certificate};
 use super::tokens;
 use crate::command;
 use crate::project::Project;
@@ -67,13 +68,15 @@ impl Drop for Running {
 }
 
 /// Starts `server` on CPU 0, listening on `port` (wsbroker also serves its metrics on
-/// `metrics_port`, and takes `extra` flags), and waits until it accepts connections.
+/// `metrics_port`, and takes `extra` flags), serving TLS with `tls` if given, and
+/// waits until it accepts connections.
 fn start(
     project: &Project,
     server: Server,
     port: u16,
     metrics_port: u16,
     extra: &[String],
+    tls: Option<&Certificate>,
 ) -> Result<Running, String> {
     let peers = project.join("target/bench/peers");
     let listen = format!("127.0.0.1:{port}");
@@ -89,6 +92,9 @@ fn start(
                 &metrics,
             ]);
             cmd.args(extra);
+            if let Some(tls) = tls {
+                cmd.arg("--tls-cert").arg(&tls.cert).arg("--tls-key").arg(&tls.key);
+            }
         }
         Server::Bun => {
             cmd.arg(peers.join("node_modules/.bin/bun")).arg(project.join("bench/peers/bun-server.js"));
@@ -98,6 +104,10 @@ fn start(
                 .arg(project.join("bench/peers/node-ws-server.js"))
                 .env("NODE_PATH", peers.join("node_modules"));
         }
+    }
+    if let Some(tls) = tls {
+        // The peers' scripts read these (wsbroker has its flags above).
+        cmd.env("TLS_CERT", &tls.cert).env("TLS_KEY", &tls.key);
     }
     cmd.env("PORT", port.to_string()).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
     let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", server.name()))?;
@@ -138,12 +148,20 @@ pub fn run_one(
         }
         _ => (Vec::new(), None),
     };
-    let running = start(project, server, port, metrics_port, &server_flags)?;
+    let certificate = match scenario.setup {
+        Setup::Tls => Some(tls::generate(project)?),
+        _ => None,
+    };
+    let running = start(project, server, port, metrics_port, &server_flags, certificate.as_ref())?;
     let (pid, addr) = (running.0.id().to_string(), format!("127.0.0.1:{port}"));
     let label = format!("{}/{}", server.name(), scenario.name);
     let mut args = vec!["--addr", &addr, "--server-pid", &pid, "--label", &label];
     if let Some(token) = &token {
         args.extend(["--token", token.as_str()]);
+    }
+    let ca = certificate.as_ref().map(|c| c.cert.display().to_string());
+    if let Some(ca) = &ca {
+        args.extend(["--tls-ca", ca.as_str()]);
     }
     let result = wsload(project, &args, scenario, timing);
     // wsbroker reports what it dropped itself; the peers have no such counter.

@@ -34,6 +34,11 @@ pub fn median(scenario: &str, server: Server, runs: &[(Server, Result<Value, Str
     Some(json!({"scenario": scenario, "server": server.name(), "result": middle, "runs": ok.len()}))
 }
 
+/// Whether `server` ran `scenario` at all (a failed run counts).
+fn ran(results: &[Value], scenario: &str, server: &str) -> bool {
+    results.iter().any(|r| r["scenario"] == scenario && r["server"] == server)
+}
+
 pub fn get<'a>(results: &'a [Value], scenario: &str, server: &str) -> Option<&'a Value> {
     results.iter().find(|r| r["scenario"] == scenario && r["server"] == server).and_then(|r| r.get("result"))
 }
@@ -95,9 +100,10 @@ pub fn markdown(project: &Project, results: &[Value], command: &str, elapsed: Du
         md,
         "| scenario | server | deliveries / server-CPU-s | deliveries / s | dropped by the server | server CPU | wsload CPU | vs Bun |\n|---|---|---|---|---|---|---|---|"
     );
-    for scenario in ["fanout-1000", "fanout-100x10"] {
+    for scenario in ["fanout-1000", "fanout-100x10", "fanout-1000-tls"] {
         let bun = num(get(results, scenario, "bun"), &[keys::DELIVERIES_PER_SERVER_CPU_S]);
-        for server in &servers {
+        // Servers that did not run a scenario (Node's `ws` over TLS) get no row.
+        for server in servers.iter().filter(|s| ran(results, scenario, s)) {
             let r = get(results, scenario, server);
             let per_cpu = num(r, &[keys::DELIVERIES_PER_SERVER_CPU_S]);
             let saturated = r.and_then(|r| r[keys::LOADGEN_SATURATED].as_bool()).unwrap_or(false);
@@ -168,13 +174,15 @@ pub fn markdown(project: &Project, results: &[Value], command: &str, elapsed: Du
     }
     let _ = writeln!(md, "\n## Memory\n");
     let _ = writeln!(md, "| scenario | server | figure |\n|---|---|---|");
-    for server in &servers {
-        let idle = num(get(results, "idle-10k", server), &[keys::SERVER_BYTES_PER_CONNECTION]);
-        let _ = writeln!(
-            md,
-            "| idle-10k | {server} | {} per idle connection |",
-            idle.map_or("–".to_owned(), |b| format!("{:.1} KiB", b / 1024.0))
-        );
+    for scenario in ["idle-10k", "idle-10k-tls"] {
+        for server in servers.iter().filter(|s| ran(results, scenario, s)) {
+            let idle = num(get(results, scenario, server), &[keys::SERVER_BYTES_PER_CONNECTION]);
+            let _ = writeln!(
+                md,
+                "| {scenario} | {server} | {} per idle connection |",
+                idle.map_or("–".to_owned(), |b| format!("{:.1} KiB", b / 1024.0))
+            );
+        }
     }
     for server in &servers {
         let peak = num(get(results, "saturation", server), &[keys::SERVER_PEAK_RSS_KIB]);
@@ -183,6 +191,49 @@ pub fn markdown(project: &Project, results: &[Value], command: &str, elapsed: Du
             "| saturation | {server} | peak RSS {} |",
             peak.map_or("–".to_owned(), |k| format!("{:.1} MiB", k / 1024.0))
         );
+    }
+    let _ = writeln!(md, "\n## TLS\n");
+    let _ = writeln!(
+        md,
+        "The same fan-out and idle scenarios over wss://, wsbroker (rustls) and Bun \
+         (BoringSSL) serving the same self-signed ECDSA P-256 certificate, beside the \
+         plain figures of this run.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| figure | server | plain | TLS | TLS ÷ plain | vs Bun over TLS |\n|---|---|---|---|---|---|"
+    );
+    let figures: [(&str, &str, &str, &[&str]); 2] = [
+        (
+            "deliveries / server-CPU-s (fan-out, 1000)",
+            "fanout-1000",
+            "fanout-1000-tls",
+            &[keys::DELIVERIES_PER_SERVER_CPU_S],
+        ),
+        (
+            "bytes per idle connection (10,000)",
+            "idle-10k",
+            "idle-10k-tls",
+            &[keys::SERVER_BYTES_PER_CONNECTION],
+        ),
+    ];
+    for (figure, plain, tls, path) in figures {
+        let bun_tls = num(get(results, tls, "bun"), path);
+        for server in servers.iter().filter(|s| get(results, tls, s).is_some()) {
+            let (p, t) = (num(get(results, plain, server), path), num(get(results, tls, server), path));
+            let show = |v: Option<f64>| match v {
+                Some(v) if plain.starts_with("idle") => format!("{v:.0} B"),
+                v => fmt_m(v),
+            };
+            let _ = writeln!(
+                md,
+                "| {figure} | {server} | {} | {} | {} | {} |",
+                show(p),
+                show(t),
+                ratio(t, p),
+                ratio(t, bun_tls)
+            );
+        }
     }
     let _ = writeln!(md, "\n## Scenarios\n");
     for s in scenarios::SCENARIOS {

@@ -1,5 +1,7 @@
 //! The benchmark scenarios: what each drives, as wsload arguments.
 
+use super::Server;
+
 /// One scenario.
 pub struct Scenario {
     pub name: &'static str,
@@ -21,6 +23,9 @@ pub enum Setup {
     /// wsbroker with `--auth-key`, and a token of this kind on every handshake
     /// (wsbroker only).
     Token(TokenKind),
+    /// wss://: wsbroker and Bun serve TLS with the same certificate (generated for
+    /// the run), and wsload trusts it. Node's `ws` is left out.
+    Tls,
 }
 
 /// A kind of token, and the test key that signs and verifies it.
@@ -41,9 +46,13 @@ impl TokenKind {
 }
 
 impl Setup {
-    /// Whether `wsbroker_only` setups leave peers out.
-    pub fn wsbroker_only(self) -> bool {
-        self != Self::Plain
+    /// Whether `server` runs scenarios with this setup.
+    pub fn runs_on(self, server: Server) -> bool {
+        match self {
+            Self::Plain => true,
+            Self::TwoNodes | Self::Token(_) => server == Server::Wsbroker,
+            Self::Tls => server != Server::NodeWs,
+        }
     }
 }
 
@@ -77,6 +86,18 @@ pub const SCENARIOS: &[Scenario] = &[
         what: "10,000 idle connections",
         args: &["--idle", "10000"],
         setup: Setup::Plain,
+    },
+    Scenario {
+        name: "fanout-1000-tls",
+        what: "fanout-1000 over TLS (wss://)",
+        args: &["--subscribers", "1000", "--publishers", "1"],
+        setup: Setup::Tls,
+    },
+    Scenario {
+        name: "idle-10k-tls",
+        what: "idle-10k over TLS (wss://)",
+        args: &["--idle", "10000"],
+        setup: Setup::Tls,
     },
     Scenario {
         name: "saturation",
