@@ -26,6 +26,7 @@ pub fn link_all() {
     let room: Arc<str> = Arc::from(black_box("/audit"));
     let (outbox_tx, mut outbox_rx) = mpsc::channel::<Frame>(black_box(4));
     let (stats_tx, stats_rx) = oneshot::channel();
+    let (shed_tx, shed_rx) = oneshot::channel();
     let (_release_tx, release_rx) = oneshot::channel();
     let frame: Frame = Arc::new(b"\x81\x05audit".to_vec());
     for received in [
@@ -49,6 +50,7 @@ pub fn link_all() {
         Some(Command::Op(Op::Publish { origin: Origin::Remote, room: Arc::clone(&room), frame })),
         Some(Command::Op(Op::Leave { id: ConnId(2), room: Arc::clone(&room) })),
         Some(Command::Op(Op::Stats { reply_tx: stats_tx })),
+        Some(Command::Op(Op::Shed { count: black_box(1), reply_tx: shed_tx })),
         Some(Command::Hook(Hook::Pause { release_rx })),
         None,
     ] {
@@ -59,7 +61,7 @@ pub fn link_all() {
     #[cfg(feature = "no-panic-negative-control")]
     black_box(negative_control(black_box(&[1, 2, 3]), black_box(7)));
 
-    black_box((delivered, stats_rx));
+    black_box((delivered, stats_rx, shed_rx));
 }
 
 /// The negative control: indexes out of bounds for `i >= xs.len()`, so `no_panic`

@@ -73,6 +73,9 @@ pub(crate) enum Op {
     Publish { origin: Origin, room: Arc<str>, frame: Frame },
     /// Deregister a connection. Unknown ids and rooms are a no-op.
     Leave { id: ConnId, room: Arc<str> },
+    /// Shed up to `count` members for a lame-duck drain (see [`Rooms::shed`]) and
+    /// reply how many were shed, 0 once none is left.
+    Shed { count: usize, reply_tx: oneshot::Sender<usize> },
     /// Report the broker's state. The asker may have given up, in which case the
     /// reply has nowhere to go and is dropped.
     Stats { reply_tx: oneshot::Sender<BrokerStats> },
@@ -168,6 +171,14 @@ impl Broker {
             Op::Leave { id, room } => {
                 rooms.leave(id, &room);
                 contained(move || drop(room))
+            }
+            Op::Shed { count, reply_tx } => {
+                let shed = rooms.shed(count);
+                contained(move || {
+                    if reply_tx.send(shed).is_err() {
+                        tracing::debug!("the drain went away before the reply");
+                    }
+                })
             }
             Op::Stats { reply_tx } => {
                 let rooms = &*rooms;

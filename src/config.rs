@@ -193,7 +193,7 @@ pub struct Config {
           value_parser = parse_leeway)]
     pub auth_leeway: Duration,
 
-    ///     /// Serve wss:// with this certificate chain (PEM, the leaf first); needs
+    /// Serve wss:// with this certificate chain (PEM, the leaf first); needs
     /// --tls-key. SIGHUP rereads it: new handshakes use the new certificate.
     #[arg(long, env = "WSBROKER_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -227,6 +227,15 @@ pub struct Config {
           value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Lame-duck drain: on the first SIGINT/SIGTERM, /healthz answers 503 and the
+    /// listener closes at once, and open connections are closed with 1012 (service
+    /// restart) spread evenly over this long, so that their reconnects are spread
+    /// too; a second signal closes the rest at once. 0s: no drain, Close 1001 to
+    /// everyone at once.
+    #[arg(long, env = "WSBROKER_DRAIN_DURATION", value_name = "DURATION", default_value = "0s",
+          value_parser = parse_leeway)]
+    pub drain_duration: Duration,
+
     /// Runtime worker threads; 0 means one per CPU the process may run on. With 1
     /// (or 0 on a single allowed CPU) everything runs on one thread, tokio's
     /// current-thread runtime, the fastest choice for a server pinned to one core.
@@ -253,7 +262,7 @@ pub enum ConfigError {
     /// A value outside its range (only reachable through a hand-built `Config`).
     #[error("{0} is out of range")]
     OutOfRange(&'static str),
-    ///     /// One of `--tls-cert` and `--tls-key` without the other.
+    /// One of `--tls-cert` and `--tls-key` without the other.
     #[error("--tls-cert and --tls-key go together: give both, or neither")]
     TlsHalf,
     /// `--auth-issuer` or `--auth-audience` without a key to verify tokens with.
@@ -296,6 +305,8 @@ impl Config {
             redis_prefix: "wsbroker:".to_owned(),
             redis_sharded: false,
             shutdown_timeout: Duration::from_secs(5),
+            drain_duration: Duration::ZERO,
+
             worker_threads: 0,
             log_format: LogFormat::Text,
         }
@@ -327,6 +338,9 @@ impl Config {
         }
         if self.auth_leeway > MAX_DURATION {
             return Err(ConfigError::OutOfRange("--auth-leeway"));
+        }
+        if self.drain_duration > MAX_DURATION {
+            return Err(ConfigError::OutOfRange("--drain-duration"));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::TlsHalf);

@@ -20,7 +20,7 @@ pub enum Error {
         /// What the operating system said.
         source: io::Error,
     },
-    ///     /// The TLS certificate or key cannot be used.
+    /// The TLS certificate or key cannot be used.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     /// An `--auth-key` file cannot be used.

@@ -24,7 +24,7 @@
 //!
 //! # Modules, one per role
 //! - [`server`]: binds, accepts, admits and upgrades connections, supervises the
-//!   broker, shuts down.
+//!   broker, drains and shuts down.
 //! - `connection`: one reader task and one writer task per connection.
 //! - [`auth`]: with `--auth-key`, who may join a room and who may publish to it.
 //! - [`broker`]: the one task that owns all room state, and its proven core.
@@ -35,8 +35,8 @@
 //! - [`tls`]: with `--tls-cert` and `--tls-key`, wss://.
 //! - [`reload`]: what SIGHUP rereads without a restart.
 //! - [`error`]: why the server could not start or had to stop.
-//! - [`signals`], [`logging`], [`panic_hook`], [`fd_limit`]: process plumbing for the
-//!   binary.
+//! - [`signals`], [`logging`], [`panic_hook`], [`fd_limit`], `systemd`: process
+//!   plumbing for the binary.
 
 #![cfg_attr(
     not(test),
@@ -64,6 +64,7 @@ pub mod panic_hook;
 pub mod reload;
 pub mod server;
 pub mod signals;
+pub(crate) mod systemd;
 pub mod tls;
 
 pub use broker::{BrokerStats, ConnId};

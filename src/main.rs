@@ -72,7 +72,8 @@ fn main() -> ExitCode {
         // After the bind, so that a configuration error stays a single line.
         wsbroker::fd_limit::raise(max_connections);
         let reloads = tokio::spawn(wsbroker::signals::reload_on_hangup(server.handle()));
-        let ended = server.run(wsbroker::signals::shutdown()).await;
+        let stop = wsbroker::signals::stop(server.handle());
+        let ended = server.run(stop).await;
         reloads.abort();
         match ended {
             Ok(()) => ExitCode::SUCCESS,

@@ -35,7 +35,7 @@ pub enum RejectReason {
     Timeout,
     /// No token, or one that does not verify (HTTP 401).
     Unauthorized,
-    ///     /// A valid token that does not cover the room (HTTP 403).
+    /// A valid token that does not cover the room (HTTP 403).
     Forbidden,
     /// The TLS handshake failed (not TLS, a bad ClientHello, the peer gone).
     Tls,
@@ -66,7 +66,7 @@ impl RejectReason {
 }
 
 /// The close codes counted by `wsbroker_closes_total`; anything else is "other".
-const CLOSE_CODES: [u16; 9] = [1000, 1001, 1002, 1007, 1008, 1009, 1011, 1013, 4001];
+const CLOSE_CODES: [u16; 10] = [1000, 1001, 1002, 1007, 1008, 1009, 1011, 1012, 1013, 4001];
 
 /// Every value the endpoint reports, as atomics.
 #[derive(Debug, Default)]
@@ -78,6 +78,7 @@ pub struct Metrics {
     dropped_full: AtomicU64,
     dropped_closed: AtomicU64,
     slow_disconnects: AtomicU64,
+    shed: AtomicU64,
     rooms: AtomicU64,
     broker_panics_caught: AtomicU64,
     // Counted by the accept loop and the connections.
@@ -85,13 +86,15 @@ pub struct Metrics {
     closes: [AtomicU64; CLOSE_CODES.len()],
     closes_other: AtomicU64,
     closes_none: AtomicU64,
-    ///     /// Reloads that left the previous configuration in force.
+    /// Reloads that left the previous configuration in force.
     reload_failures: AtomicU64,
     /// With TLS: when the certificate in force expires (Unix seconds); 0 without TLS.
     tls_not_after: AtomicU64,
     // Health.
     broker_running: AtomicBool,
     accepting: AtomicBool,
+    /// In a lame-duck drain (`--drain-duration`).
+    draining: AtomicBool,
     /// With `--redis-url`: the bridge's state and counters.
     redis: Option<Arc<RedisMetrics>>,
 }
@@ -124,6 +127,7 @@ impl Metrics {
         self.dropped_full.store(counters.dropped_full, Ordering::Relaxed);
         self.dropped_closed.store(counters.dropped_closed, Ordering::Relaxed);
         self.slow_disconnects.store(counters.slow_disconnects, Ordering::Relaxed);
+        self.shed.store(counters.shed, Ordering::Relaxed);
         self.rooms.store(rooms as u64, Ordering::Relaxed);
         self.broker_panics_caught.store(counters.panics_caught, Ordering::Relaxed);
     }
@@ -163,6 +167,10 @@ impl Metrics {
 
     pub(crate) fn set_accepting(&self, accepting: bool) {
         self.accepting.store(accepting, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     /// Healthy while the broker runs and the server accepts connections.
@@ -272,6 +280,18 @@ pub fn render(metrics: &Metrics, handle: &ServerHandle) -> String {
         "slow_consumer_disconnects",
         "Connections closed as slow consumers (--slow-consumer disconnect)",
         load(&metrics.slow_disconnects),
+    );
+    gauge(
+        &mut registry,
+        "draining",
+        "1 while the server drains before stopping (--drain-duration), else 0",
+        u64::from(metrics.draining.load(Ordering::Relaxed)),
+    );
+    counter(
+        &mut registry,
+        "drain_shed",
+        "Connections the drain closed with 1012 on its schedule (--drain-duration)",
+        load(&metrics.shed),
     );
     let by_code =
         CLOSE_CODES.iter().zip(&metrics.closes).map(|(code, value)| (code.to_string(), load(value)));

@@ -1,4 +1,4 @@
-//! //! Reload without a restart (SIGHUP in the binary, [`crate::ServerHandle::reload`]
+//! Reload without a restart (SIGHUP in the binary, [`crate::ServerHandle::reload`]
 //! in the library): rereads the TLS certificate and key and the `--auth-key` files.
 //! New handshakes use what was reread; established connections are never touched. A
 //! file that is missing or does not load (an unparsable, mismatched or expired
@@ -38,7 +38,9 @@ pub enum ReloadError {
 impl Reloader {
     /// Rereads everything reloadable. All of it takes effect, or none of it.
     pub fn reload(&self) -> Result<(), ReloadError> {
+        crate::systemd::reloading();
         let result = self.try_reload();
+        crate::systemd::reloaded(result.is_ok());
         match &result {
             Ok(()) => tracing::info!("reloaded"),
             Err(e) => {

@@ -3,7 +3,9 @@
 //! [`Server::run`] owns the listener, the broker task and a `JoinSet` of connection
 //! tasks, and runs until one of two things ends it:
 //! - the shutdown future fires: the server stops accepting and cancels the shutdown
-//!   token (each reader has its writer send Close 1001);
+//!   token (each reader has its writer send Close 1001), or, with
+//!   `--drain-duration`, first drains ([`drain`]: Close 1012 to the connections
+//!   spread over the window);
 //! - the broker task ends while the server still runs: the server stops accepting;
 //!   the broker's room state died with it, so every writer's outbox has closed and
 //!   each connection is closing with 1011 (location ⑤).
@@ -14,10 +16,11 @@
 //!
 //! Its parts, each in a file of its own: [`admission`] (the rules a handshake must
 //! pass, and the answers to those that fail), [`handshake`] (one admitted connection
-//! from TCP stream to its end), and [`handle`] (a handle for observing a running
-//! server).
+//! from TCP stream to its end), [`drain`] (the lame-duck drain's schedule), and
+//! [`handle`] (a handle for observing a running server).
 
 pub(crate) mod admission;
+mod drain;
 pub(crate) mod handle;
 pub(crate) mod handshake;
 
@@ -69,10 +72,12 @@ pub struct Server {
     metrics: Arc<Metrics>,
     /// With `--auth-key`: what checks tokens (handshakes, the publish API).
     verifier: Option<Verifier>,
-    ///     /// What a reload rereads.
+    /// What a reload rereads.
     reloader: Arc<Reloader>,
     /// With `--tls-cert`: what serves wss://.
     tls: Option<Tls>,
+    /// Cancelled by [`ServerHandle::end_drain`].
+    end_drain: CancellationToken,
 }
 
 /// Why the accept loop stopped.
@@ -134,6 +139,7 @@ impl Server {
             verifier,
             reloader,
             tls,
+            end_drain: CancellationToken::new(),
         })
     }
 
@@ -156,6 +162,7 @@ impl Server {
             broker_capacity: self.config.broker_capacity,
             metrics: Arc::clone(&self.metrics),
             reloader: Arc::clone(&self.reloader),
+            end_drain: self.end_drain.clone(),
         }
     }
 
@@ -174,6 +181,7 @@ impl Server {
             verifier,
             reloader: _,
             tls,
+            end_drain: _,
         } = self;
 
         // The broker, and with --redis-url the bridge to other nodes: the broker holds
@@ -197,15 +205,17 @@ impl Server {
             max_room_length: usize::from(config.max_room_length),
         });
         let metrics_task = metrics_listener.map(|l| {
+            let handle = handle.clone();
             tokio::spawn(crate::endpoint::serve(l, Arc::clone(&metrics), handle, api, metrics_stop.clone()))
         });
 
         let shutdown_token = CancellationToken::new();
+        let settings = Arc::new(Settings::from_config(&config, shutdown_token.clone()));
         let mut acceptor = Acceptor {
             shared: Arc::new(connection::Shared {
                 broker_tx,
                 outbox_capacity: config.outbox_capacity,
-                settings: Arc::new(Settings::from_config(&config, shutdown_token.clone())),
+                settings: Arc::clone(&settings),
                 metrics: Arc::clone(&metrics),
             }),
             admit: Arc::new(Admit::from_config(&config, verifier)),
@@ -221,6 +231,7 @@ impl Server {
             Ok(addr) => tracing::info!(listen = %addr, "wsbroker listening"),
             Err(e) => tracing::info!(listen = %config.listen, error = %e, "wsbroker listening"),
         }
+        crate::systemd::ready();
 
         let ending = loop {
             tokio::select! {
@@ -248,7 +259,18 @@ impl Server {
         drop(acceptor);
         metrics.set_accepting(false);
         match &ending {
+            Ending::Shutdown if !config.drain_duration.is_zero() => {
+                // Lame duck: /healthz is 503 from here on (no longer accepting), and
+                // every connection the server closes from now on is told 1012.
+                crate::systemd::stopping("draining");
+                metrics.set_draining();
+                settings.draining.store(true, std::sync::atomic::Ordering::Release);
+                drain::run(&handle, config.drain_duration).await;
+                tracing::info!(connections = connections.len(), "drain over; shutting down");
+                shutdown_token.cancel();
+            }
             Ending::Shutdown => {
+                crate::systemd::stopping("shutting down");
                 tracing::info!(connections = connections.len(), "shutting down");
                 shutdown_token.cancel();
             }
@@ -289,7 +311,7 @@ struct Acceptor {
     admission: Arc<Semaphore>,
     /// One permit per over-limit connection being answered with 503.
     rejections: Arc<Semaphore>,
-    ///     /// The id of the last connection accepted.
+    /// The id of the last connection accepted.
     next_id: u64,
     /// With `--tls-cert`: every connection starts with a TLS handshake.
     tls: Option<Tls>,

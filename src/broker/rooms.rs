@@ -331,6 +331,39 @@ impl Rooms {
         }
     }
 
+    /// Sheds up to `count` members of one room for a lame-duck drain: each is kicked
+    /// (its reader has the writer send 1012, since the server is draining) and
+    /// removed, so nothing more is delivered to it. One room per call, so that one
+    /// operation empties at most one room (see [`Self::emptied`]); returns how many
+    /// were shed, 0 once no member is left. Which room, and which of its members,
+    /// is unspecified: a drain sheds them all in the end.
+    #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
+    pub(crate) fn shed(&mut self, count: usize) -> usize {
+        let Self { rooms, counters, removed, emptied, .. } = self;
+        let Some((name, room)) = rooms.iter_mut().next() else { return 0 };
+        let members = &mut room.members;
+        let quota = count.min(members.len());
+        if removed.capacity().saturating_sub(removed.len()) < quota {
+            Self::caught(counters, contained(|| removed.reserve(quota)));
+        }
+        let mut shed = 0usize;
+        while shed < quota
+            && let Some(member) = members.pop()
+        {
+            Self::caught(counters, contained(|| kick_to_drain(&member, name)));
+            Self::hold(removed, counters, member);
+            shed = shed.wrapping_add(1);
+        }
+        counters.shed = counters.shed.wrapping_add(u64::try_from(shed).unwrap_or(u64::MAX));
+        if members.is_empty() {
+            // As in `leave`.
+            let name = Arc::clone(name);
+            let earlier = std::mem::replace(emptied, rooms.remove_entry(&*name));
+            Self::caught(counters, contained(move || drop((earlier, name))));
+        }
+        shed
+    }
+
     /// Ends an operation: drops what it removed and tells the bridge about a room it
     /// emptied (contained: dropping channel ends and the bridge's `try_send` are
     /// opaque), then, if any panic was caught since `panics_before`, repairs.
@@ -428,6 +461,13 @@ fn offer(member: &Member, frame: &Frame) -> Offer {
 /// writer send Close 1008. Run contained (a token's `cancel` wakes tasks).
 fn kick(member: &Member, room: &str) {
     tracing::info!(conn = member.id.0, room, "slow consumer disconnected");
+    member.kick.cancel();
+}
+
+/// Sheds `member` for a drain: its reader sees the token and has the writer send
+/// Close 1012. Run contained, as [`kick`].
+fn kick_to_drain(member: &Member, room: &str) {
+    tracing::debug!(conn = member.id.0, room, "shed by the drain");
     member.kick.cancel();
 }
 

@@ -23,6 +23,8 @@ pub struct Counters {
     pub dropped_closed: u64,
     /// Members disconnected as slow consumers (`--slow-consumer disconnect`).
     pub slow_disconnects: u64,
+    /// Members shed by a lame-duck drain (`--drain-duration`), each closed with 1012.
+    pub shed: u64,
     /// Panics caught in the broker's contained effects (should stay 0).
     pub panics_caught: u64,
 }

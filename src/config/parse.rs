@@ -22,7 +22,7 @@ fn parse_in_range(s: &str, min: usize, max: usize) -> Result<usize, String> {
     Ok(n)
 }
 
-/// Parses a leeway: a duration from zero to [`MAX_DURATION`].
+/// Parses a leeway or a drain: a duration from zero to [`MAX_DURATION`].
 pub(super) fn parse_leeway(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim()).map_err(|e| format!("'{s}': {e}"))?;
     if d > MAX_DURATION {

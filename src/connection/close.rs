@@ -1,8 +1,10 @@
 //! How a connection ends: the Close frames the server sends ([`Reason`]) and what the
 //! reader tells the writer before it ends ([`Stop`]).
 
+use std::sync::atomic::Ordering;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_util::sync::CancellationToken;
+
+use super::settings::Settings;
 
 /// Why the server closes a connection: the code and the reason text of its Close
 /// frame. One byte rather than a code and a string: the writer keeps it while it
@@ -13,6 +15,9 @@ pub(crate) enum Reason {
     IdleTimeout,
     /// 1001: the server is shutting down.
     ShuttingDown,
+    /// 1012: the server is draining before a restart (`--drain-duration`); the
+    /// client should reconnect, after a randomised delay.
+    ServiceRestart,
     /// 1008: disconnected as a slow consumer (`--slow-consumer disconnect`).
     SlowConsumer,
     /// 1011: location ①, the broker is gone.
@@ -42,6 +47,7 @@ impl Reason {
     pub(crate) fn code(self) -> CloseCode {
         match self {
             Self::IdleTimeout | Self::ShuttingDown => CloseCode::Away,
+            Self::ServiceRestart => CloseCode::Restart,
             Self::SlowConsumer | Self::PublishNotPermitted => CloseCode::Policy,
             Self::TokenExpired => CloseCode::from(TOKEN_EXPIRED),
             Self::BrokerUnavailable | Self::Deregistered | Self::InternalError => CloseCode::Error,
@@ -56,6 +62,7 @@ impl Reason {
         match self {
             Self::IdleTimeout => "idle timeout",
             Self::ShuttingDown => "server shutting down",
+            Self::ServiceRestart => "service restart",
             Self::SlowConsumer => "slow consumer",
             Self::BrokerUnavailable => "broker unavailable",
             Self::Deregistered => "deregistered by the broker",
@@ -68,11 +75,14 @@ impl Reason {
         }
     }
 
-    /// The Close owed to a connection whose `kick` token was cancelled: 1001 when the
-    /// server is shutting down (which cancels every `kick`), else 1008 for a slow
-    /// consumer the broker disconnected.
-    pub(crate) fn for_kick(shutdown: &CancellationToken) -> Self {
-        if shutdown.is_cancelled() {
+    /// The Close owed to a connection whose `kick` token was cancelled: 1012 while
+    /// the server drains (the broker sheds members by kicking them, and the drain
+    /// ends by shutting down), 1001 when it is shutting down (which cancels every
+    /// `kick`), else 1008 for a slow consumer the broker disconnected.
+    pub(crate) fn for_kick(settings: &Settings) -> Self {
+        if settings.draining.load(Ordering::Acquire) {
+            Self::ServiceRestart
+        } else if settings.shutdown.is_cancelled() {
             Self::ShuttingDown
         } else {
             tracing::debug!("disconnected as a slow consumer; closing with 1008");

@@ -63,7 +63,7 @@ thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
 }
 
-/// /// What tungstenite reads from and "writes" to, over the socket's read half `R`.
+/// What tungstenite reads from and "writes" to, over the socket's read half `R`.
 pub(crate) struct ReadSide<R> {
     read: R,
     /// Bytes read from the socket that tungstenite has not taken yet; unallocated

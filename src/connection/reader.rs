@@ -276,7 +276,7 @@ impl Reader {
 impl Reader {
     /// The stop owed once `kick` is cancelled.
     fn kicked(&self) -> Stop {
-        Stop::Close(Reason::for_kick(&self.shared.settings.shutdown))
+        Stop::Close(Reason::for_kick(&self.shared.settings))
     }
 }
 

@@ -1,7 +1,7 @@
 //! What a connection's reader and writer share: the server-wide [`Settings`] both
 //! read, and each connection's [`Session`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -19,6 +19,9 @@ pub(crate) struct Settings {
     /// Cancelled when the server shuts down. Every connection's `kick` is a child of
     /// it; the connection reads it only to name the Close owed after a `kick`.
     pub shutdown: CancellationToken,
+    /// Set when a lame-duck drain begins (`--drain-duration`): from then on every
+    /// connection the server closes is told 1012, service restart.
+    pub draining: AtomicBool,
     /// The zero of every connection's [`Session`] clock.
     pub clock_zero: Instant,
     /// Ping the peer this often.
@@ -37,6 +40,7 @@ impl Settings {
     pub(crate) fn from_config(config: &Config, shutdown: CancellationToken) -> Self {
         Self {
             shutdown,
+            draining: AtomicBool::new(false),
             clock_zero: Instant::now(),
             ping_interval: config.ping_interval,
             idle_timeout: config.idle_timeout,

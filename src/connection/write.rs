@@ -1,6 +1,6 @@
 //! Writes to the socket's write half, which the writer task alone owns.
 //!
-//! //! Every write first tries without waiting ([`try_write`]), which is enough whenever
+//! Every write first tries without waiting ([`try_write`]), which is enough whenever
 //! the socket buffer has room: no future, no timer, no clock read. Over TLS, what the
 //! TLS layer still holds is then pushed into the socket the same way (a flush). Only what does not
 //! fit waits, boxed (see [`Soon`]) and bounded by `--write-timeout`, so a stalled peer
@@ -99,7 +99,7 @@ pub(crate) fn write_frames<'a, W: SocketWrite>(
     write_bytes(socket, buffer, limit)
 }
 
-/// /// Writes what the socket takes without waiting: how many bytes, or `None` when
+/// Writes what the socket takes without waiting: how many bytes, or `None` when
 /// the write failed.
 fn try_write<W: SocketWrite>(socket: &mut W, bytes: &[u8]) -> Option<usize> {
     match socket.try_write_now(bytes) {
@@ -138,7 +138,7 @@ async fn bounded(limit: Duration, write: impl Future<Output = io::Result<()>>) -
     }
 }
 
-/// /// Writes `frames` with vectored writes, resuming inside a frame after a partial
+/// Writes `frames` with vectored writes, resuming inside a frame after a partial
 /// write, for batches too large to copy; then flushes.
 async fn write_vectored_all<W: SocketWrite>(socket: &mut W, frames: &[Frame]) -> io::Result<()> {
     // Position: the frame being written and how much of it is already out.

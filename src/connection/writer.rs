@@ -204,9 +204,7 @@ pub(crate) fn run<W: SocketWrite>(
                             // is about to ask for; otherwise location ⑤.
                             break Finish::Close(match close_after_drain {
                                 Some(reason) => reason,
-                                None if waits.signals.kick.is_cancelled() => {
-                                    Reason::for_kick(&settings.shutdown)
-                                }
+                                None if waits.signals.kick.is_cancelled() => Reason::for_kick(&settings),
                                 None => {
                                     tracing::debug!("outbox closed by the broker; closing with 1011");
                                     Reason::Deregistered
@@ -370,6 +368,7 @@ mod tests {
         let (stop_tx, stop_rx) = oneshot::channel();
         let settings = Arc::new(Settings {
             shutdown: CancellationToken::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             clock_zero: Instant::now(),
             ping_interval: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(120),

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BrokerStats, Command, Hook, Op, Origin};
 use crate::connection::frame::Frame;
@@ -22,6 +23,8 @@ pub struct ServerHandle {
     pub(super) broker_capacity: usize,
     pub(super) metrics: Arc<Metrics>,
     pub(super) reloader: Arc<Reloader>,
+    /// Cancelled to end a drain at once (see [`Self::end_drain`]).
+    pub(super) end_drain: CancellationToken,
 }
 
 impl ServerHandle {
@@ -59,6 +62,29 @@ impl ServerHandle {
     /// force, one error line is logged and `wsbroker_reload_failures_total` counts it.
     pub fn reload(&self) -> bool {
         self.reloader.reload().is_ok()
+    }
+
+    /// Ends a lame-duck drain (`--drain-duration`) at once: every connection it has
+    /// not closed yet is closed now, still with 1012, and the shutdown goes on as
+    /// usual. What a second SIGINT or SIGTERM does in the binary. Called before the
+    /// drain begins, it makes the drain close everyone at once when it does.
+    pub fn end_drain(&self) {
+        self.end_drain.cancel();
+    }
+
+    /// Completes once [`Self::end_drain`] has been called.
+    pub(super) async fn drain_ended(&self) {
+        self.end_drain.cancelled().await;
+    }
+
+    /// Has the broker shed up to `count` members for a drain: how many it shed (0
+    /// once none is left), or `None` when the broker is gone.
+    pub(super) async fn shed(&self, count: usize) -> Option<usize> {
+        let broker_tx = self.broker_tx.upgrade()?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        broker_tx.send(Command::Op(Op::Shed { count, reply_tx })).await.ok()?;
+        drop(broker_tx);
+        reply_rx.await.ok()
     }
 
     /// The metrics, rendered as the `/metrics` endpoint would.

@@ -1,4 +1,4 @@
-//! //! One admitted connection from its TCP stream to its end: the TLS handshake (with
+//! One admitted connection from its TCP stream to its end: the TLS handshake (with
 //! `--tls-cert`), the WebSocket handshake under the admission rules, both within
 //! `--handshake-timeout`, then the connection itself.
 
@@ -50,7 +50,7 @@ pub(crate) fn serve<T: Transport>(
     }
 }
 
-/// /// The handshakes of an admitted connection, TLS (in `opening`) and WebSocket, within
+/// The handshakes of an admitted connection, TLS (in `opening`) and WebSocket, within
 /// the handshake timeout together: the upgraded stream and what the rules admitted it
 /// to, or `None` when it was refused or failed (counted and logged here, never with
 /// the token).

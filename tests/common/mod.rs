@@ -219,11 +219,38 @@ pub async fn assert_nothing_delivered<S: AsyncRead + AsyncWrite + Unpin>(ws: &mu
 /// process, the bound address (from its "listening" log line) and the log lines up
 /// to that one. Its stderr keeps being drained so it never blocks on a full pipe.
 pub fn spawn_binary(extra: &[&str]) -> (std::process::Child, String, Vec<serde_json::Value>) {
+    let (child, addr, _, startup) = spawn_binary_until(extra, &[], false);
+    (child, addr, startup)
+}
+
+/// [`spawn_binary`] with extra environment variables.
+pub fn spawn_binary_with_env(extra: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let (child, addr, _, _) = spawn_binary_until(extra, env, false);
+    (child, addr)
+}
+
+/// [`spawn_binary`] with `--metrics-listen 127.0.0.1:0`: the child, its WebSocket
+/// address, and its metrics endpoint's address.
+pub fn spawn_binary_with_metrics(extra: &[&str]) -> (std::process::Child, String, std::net::SocketAddr) {
+    let extra: Vec<&str> =
+        ["--metrics-listen", "127.0.0.1:0"].into_iter().chain(extra.iter().copied()).collect();
+    let (child, addr, metrics, _) = spawn_binary_until(&extra, &[], true);
+    (child, addr, metrics.unwrap().parse().unwrap())
+}
+
+/// Starts the binary and reads its log until it listens (and, with `metrics`, until
+/// its metrics endpoint does too).
+fn spawn_binary_until(
+    extra: &[&str],
+    env: &[(&str, &str)],
+    metrics: bool,
+) -> (std::process::Child, String, Option<String>, Vec<serde_json::Value>) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_wsbroker"))
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
         .args(extra)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -231,16 +258,19 @@ pub fn spawn_binary(extra: &[&str]) -> (std::process::Child, String, Vec<serde_j
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut startup = Vec::new();
-    let addr = loop {
+    let (mut addr, mut metrics_addr) = (None, None);
+    while addr.is_none() || (metrics && metrics_addr.is_none()) {
         let line = lines.next().expect("server exited before listening").unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).expect("every log line is JSON");
-        if v.get("message").and_then(serde_json::Value::as_str) == Some("wsbroker listening") {
-            break v.get("listen").and_then(serde_json::Value::as_str).unwrap().to_owned();
+        let field = |name: &str| v.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+        match v.get("message").and_then(serde_json::Value::as_str) {
+            Some("wsbroker listening") => addr = field("listen"),
+            Some("metrics endpoint listening") => metrics_addr = field("metrics_listen"),
+            _ => startup.push(v),
         }
-        startup.push(v);
-    };
+    }
     std::thread::spawn(move || for _ in lines {});
-    (child, addr, startup)
+    (child, addr.unwrap(), metrics_addr, startup)
 }
 
 /// The value of one sample line of rendered metrics, e.g.

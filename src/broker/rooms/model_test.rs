@@ -71,6 +71,10 @@ enum Step {
     Close {
         id: u8,
     },
+    /// A drain sheds up to `count` members.
+    Shed {
+        count: u8,
+    },
 }
 
 fn outbox() -> impl Strategy<Value = Outbox> {
@@ -85,6 +89,7 @@ fn step() -> impl Strategy<Value = Step> {
         5 => (id.clone(), room.clone()).prop_map(|(from, room)| Step::Publish { from, room }),
         2 => room.prop_map(|room| Step::Remote { room }),
         1 => id.prop_map(|id| Step::Close { id }),
+        1 => (0u8..4).prop_map(|count| Step::Shed { count }),
     ]
 }
 
@@ -157,6 +162,8 @@ struct Outboxes {
     full: Vec<u8>,
     /// Messages drained so far from each member's outbox.
     seen: BTreeMap<u8, u64>,
+    /// Each member's `kick` token.
+    kicks: BTreeMap<u8, CancellationToken>,
 }
 
 fn name(room: u8) -> Arc<str> {
@@ -181,7 +188,9 @@ fn run(settings: Settings, steps: &[Step]) -> Result<(), TestCaseError> {
                 if outbox == Outbox::Full {
                     prop_assert!(tx.try_send(Arc::clone(&frame)).is_ok(), "a new outbox takes one message");
                 }
-                let mut member = Member::new(ConnId(u64::from(id)), tx, CancellationToken::new());
+                let kick = CancellationToken::new();
+                outboxes.kicks.insert(id, kick.clone());
+                let mut member = Member::new(ConnId(u64::from(id)), tx, kick);
                 member.panics_on_delivery = outbox == Outbox::Panics;
                 outboxes.receivers.insert(id, (outbox != Outbox::Closed).then_some(rx));
                 if outbox == Outbox::Full {
@@ -206,6 +215,49 @@ fn run(settings: Settings, steps: &[Step]) -> Result<(), TestCaseError> {
             Step::Remote { room } => {
                 rooms.publish(Origin::Remote, &name(room), &frame);
                 model.publish(settings, None, room);
+            }
+            Step::Shed { count } => {
+                let members_before: Vec<u8> = model.rooms.values().flat_map(|m| m.keys().copied()).collect();
+                let shed = rooms.shed(usize::from(count));
+                // Which room, and which of its members, is the broker's choice: the
+                // model learns it from the membership, then checks the promises.
+                let left: Vec<u8> =
+                    rooms.rooms.values().flat_map(|r| r.members.iter()).map(|m| m.id.0 as u8).collect();
+                let mut gone = Vec::new();
+                for (room, members) in &mut model.rooms {
+                    let before = members.len();
+                    members.retain(|id, _| left.contains(id));
+                    if members.len() != before {
+                        gone.push((*room, before - members.len(), before));
+                    }
+                }
+                model.rooms.retain(|_, members| !members.is_empty());
+                prop_assert!(gone.len() <= 1, "one shed took members of several rooms: {:?}", gone);
+                let taken = gone.first().map_or(0, |(_, taken, _)| *taken);
+                prop_assert_eq!(shed, taken, "shed reports what it took");
+                if let Some((_, taken, size)) = gone.first() {
+                    prop_assert_eq!(
+                        *taken,
+                        usize::from(count).min(*size),
+                        "as many as asked, or the whole room"
+                    );
+                }
+                let any_member = !model.rooms.is_empty() || taken > 0;
+                prop_assert_eq!(
+                    shed == 0,
+                    count == 0 || !any_member,
+                    "sheds whenever asked and someone is left"
+                );
+                for (id, kick) in outboxes.kicks.iter().filter(|(id, _)| members_before.contains(id)) {
+                    let shed_now = !left.contains(id);
+                    prop_assert_eq!(
+                        kick.is_cancelled(),
+                        shed_now,
+                        "member {} is kicked exactly when shed",
+                        id
+                    );
+                }
+                model.counters.shed += shed as u64;
             }
             Step::Close { id } => {
                 if let Some(slot) = outboxes.receivers.get_mut(&id) {

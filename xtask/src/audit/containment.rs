@@ -31,8 +31,12 @@ pub const EFFECTS: &[(&str, &str)] = &[
         "kick",
         "cancels the member's `kick` token, which wakes its reader (wakers, a mutex), and logs the disconnect",
     ),
+    (
+        "kick_to_drain",
+        "cancels a shed member's `kick` token, which wakes its reader (wakers, a mutex), and writes a debug log line",
+    ),
     ("log_drop", "reads the clock (std's `Instant::now` unwraps its syscall's result) and writes a log line"),
-    ("reply_tx.send", "sends the stats reply through a oneshot, which wakes the asker"),
+    ("reply_tx.send", "sends the stats or drain reply through a oneshot, which wakes the asker"),
     ("rooms.stats", "allocates and sorts the snapshot"),
     ("debug!", "writes a log line through tracing's subscriber (a trait object)"),
 ];
@@ -62,4 +66,9 @@ pub const DECISIONS: &[(&str, &str, &str)] = &[
         "Rooms::publish",
     ),
     ("—", "deregistering an id or room the broker does not know is a no-op", "Rooms::leave"),
+    (
+        "—",
+        "a lame-duck drain sheds members, at most the count asked, from one room at a time; nothing left sheds nothing",
+        "Rooms::shed",
+    ),
 ];
