@@ -118,6 +118,12 @@ pub const SCENARIOS: &[Scenario] = &[
         setup: Setup::Plain,
     },
     Scenario {
+        name: "handshakes-tls",
+        what: "the same over TLS (wss://): a full TLS handshake (ECDSA P-256, no resumption) before each upgrade",
+        args: &["--handshakes", "20000", "--concurrency", "32"],
+        setup: Setup::Tls,
+    },
+    Scenario {
         name: "handshakes-hs256",
         what: "the same, each with an HS256 token (--auth-key with an HMAC secret)",
         args: &["--handshakes", "20000", "--concurrency", "32"],
