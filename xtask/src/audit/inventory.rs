@@ -103,12 +103,28 @@ pub const GUARDS: &[Guard] = &[
         "src/cluster/redis_bridge.rs",
         "tokio::time::interval(HEALTH_INTERVAL)",
     ),
-    unused("`Duration::from_secs_f64` panics on NaN, negative or huge input", "not used", "from_secs_f64"),
+    unused(
+        "`Duration::from_secs_f64` panics on NaN, negative or huge input",
+        "not used: `Duration::try_from_secs_f64` where a token's remaining time is computed",
+        "Duration::from_secs_f64(",
+    ),
+    guard(
+        "`Instant + Duration` overflow in the drain's schedule",
+        "`checked_add`, staying at the last step",
+        "src/server/drain.rs",
+        "next.checked_add(step)",
+    ),
+    guard(
+        "`Duration / u32` panics on zero (the drain's step)",
+        "`checked_div` by a count of at least 1",
+        "src/server/drain.rs",
+        "window.checked_div(count)",
+    ),
     guard(
         "clap's `parse()` exits the process from library code",
         "`try_parse`, rendered to one line and status 2 by the binary",
         "src/main.rs",
-        "Config::try_parse()",
+        "Cli::try_parse()",
     ),
     guard(
         "tracing-subscriber's `init()` panics when a subscriber is already set",
