@@ -223,6 +223,18 @@ pub fn spawn_binary(extra: &[&str]) -> (std::process::Child, String, Vec<serde_j
     (child, addr, startup)
 }
 
+/// Waits (polling, at most `within`) for a spawned server to exit: its exit code.
+pub fn wait_exit(child: &mut std::process::Child, within: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(std::time::Instant::now() < deadline, "server did not exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// [`spawn_binary`] with extra environment variables.
 pub fn spawn_binary_with_env(extra: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
     let (child, addr, _, _) = spawn_binary_until(extra, env, false);

@@ -104,17 +104,6 @@ fn spawn_server(extra: &[&str]) -> (Child, String) {
     (child, addr)
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        assert!(Instant::now() < deadline, "server did not exit within {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 async fn signal_closes_clients_with_1001_and_exits_0(signal: &str) {
     let (mut child, addr) = spawn_server(&["--shutdown-timeout", "2s"]);
     let (mut a, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/room")).await.unwrap();
@@ -123,8 +112,9 @@ async fn signal_closes_clients_with_1001_and_exits_0(signal: &str) {
     assert!(status.success());
     assert_eq!(expect_close(&mut a).await, CloseCode::Away);
     assert_eq!(expect_close(&mut b).await, CloseCode::Away);
-    let code =
-        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(5))).await.unwrap();
+    let code = tokio::task::spawn_blocking(move || common::wait_exit(&mut child, Duration::from_secs(5)))
+        .await
+        .unwrap();
     assert_eq!(code, Some(0));
 }
 
@@ -234,8 +224,9 @@ async fn a_minted_token_is_accepted_and_sighup_rotates_the_key() {
     );
 
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let code =
-        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10))).await.unwrap();
+    let code = tokio::task::spawn_blocking(move || common::wait_exit(&mut child, Duration::from_secs(10)))
+        .await
+        .unwrap();
     assert_eq!(code, Some(0));
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -58,18 +58,7 @@ fn signal(child: &Child, name: &str) {
 }
 
 async fn exit_code(mut child: Child, within: Duration) -> Option<i32> {
-    tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "server did not exit within {within:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-    .await
-    .unwrap()
+    tokio::task::spawn_blocking(move || common::wait_exit(&mut child, within)).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
