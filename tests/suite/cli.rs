@@ -203,6 +203,9 @@ async fn a_minted_token_is_accepted_and_sighup_rotates_the_key() {
     let old_token = mint(&key);
     let (mut established, _) =
         tokio_tungstenite::connect_async(common::with_bearer(&url, &old_token)).await.unwrap();
+    // A member once its own message comes back to it.
+    common::send_text(&mut established, "joined").await;
+    assert_eq!(common::recv(&mut established).await, tokio_tungstenite::tungstenite::Message::text("joined"));
 
     std::fs::copy(&new_key, &key).unwrap();
     let status = Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
