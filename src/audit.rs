@@ -14,14 +14,20 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, Command, ConnId, Hook, Op, Origin, Settings};
+use crate::broker::{Broker, Command, ConnId, Delivery, HistoryLimits, Hook, Op, Origin, Settings, Since};
 use crate::config::SlowConsumer;
 use crate::connection::frame::Frame;
 
 /// Runs the broker through every kind of step once, so that every annotated function
 /// is linked.
 pub fn link_all() {
-    let settings = Settings { echo: black_box(true), slow_consumer: black_box(SlowConsumer::Disconnect) };
+    let history = HistoryLimits {
+        size: black_box(4),
+        ttl: black_box(Some(std::time::Duration::from_secs(1))),
+        memory: black_box(1 << 20),
+    };
+    let settings =
+        Settings { echo: black_box(true), slow_consumer: black_box(SlowConsumer::Disconnect), history };
     let mut broker = Broker::new(settings, Arc::new(crate::metrics::Metrics::default()), None);
     let room: Arc<str> = Arc::from(black_box("/audit"));
     let (outbox_tx, mut outbox_rx) = mpsc::channel::<Frame>(black_box(4));
@@ -35,12 +41,14 @@ pub fn link_all() {
             room: Arc::clone(&room),
             outbox_tx: outbox_tx.clone(),
             kick: CancellationToken::new(),
+            delivery: black_box(Delivery::Plain),
         })),
         Some(Command::Op(Op::Join {
             id: ConnId(2),
             room: Arc::clone(&room),
-            outbox_tx,
+            outbox_tx: outbox_tx.clone(),
             kick: CancellationToken::new(),
+            delivery: black_box(Delivery::Sequenced(Since::Start)),
         })),
         Some(Command::Op(Op::Publish {
             origin: Origin::Member(ConnId(1)),
@@ -48,6 +56,13 @@ pub fn link_all() {
             frame: Arc::clone(&frame),
         })),
         Some(Command::Op(Op::Publish { origin: Origin::Remote, room: Arc::clone(&room), frame })),
+        Some(Command::Op(Op::Join {
+            id: ConnId(3),
+            room: Arc::clone(&room),
+            outbox_tx,
+            kick: CancellationToken::new(),
+            delivery: black_box(Delivery::Sequenced(Since::After { epoch: black_box(1), seq: black_box(1) })),
+        })),
         Some(Command::Op(Op::Leave { id: ConnId(2), room: Arc::clone(&room) })),
         Some(Command::Op(Op::Stats { reply_tx: stats_tx })),
         Some(Command::Op(Op::Shed { count: black_box(1), reply_tx: shed_tx })),

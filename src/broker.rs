@@ -18,6 +18,9 @@
 //! snapshots).
 
 pub(crate) mod contained;
+pub(crate) mod delivery;
+pub(crate) mod history;
+pub(crate) mod ring;
 pub(crate) mod rooms;
 pub(crate) mod stats;
 
@@ -27,6 +30,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use self::contained::contained;
+pub(crate) use self::delivery::{Delivery, Since};
+pub(crate) use self::history::Limits as HistoryLimits;
 pub(crate) use self::rooms::Origin;
 use self::rooms::{Member, Rooms};
 pub use self::stats::{BrokerStats, Counters, MemberStats, RoomStats};
@@ -67,6 +72,8 @@ pub(crate) enum Op {
         outbox_tx: mpsc::Sender<Frame>,
         /// Cancelled by the broker to disconnect this member as a slow consumer.
         kick: CancellationToken,
+        /// Plain, or numbered (`wsbroker.v1`) and where to resume.
+        delivery: Delivery,
     },
     /// Deliver `frame` (a complete server frame, built once) to every member of
     /// `room`: from a member (not back to it with `--no-echo`), or from another node.
@@ -112,6 +119,8 @@ pub(crate) struct Settings {
     pub echo: bool,
     /// What to do when a member's outbox is full.
     pub slow_consumer: SlowConsumer,
+    /// What each room keeps for resumes (`--history-*`).
+    pub history: HistoryLimits,
 }
 
 /// The broker's state: the rooms, and where it publishes its counters.
@@ -160,8 +169,8 @@ impl Broker {
         let rooms = &mut self.rooms;
         let panics_before = rooms.counters().panics_caught;
         let released = match op {
-            Op::Join { id, room, outbox_tx, kick } => {
-                rooms.join(Member::new(id, outbox_tx, kick), &room);
+            Op::Join { id, room, outbox_tx, kick, delivery } => {
+                rooms.join(Member::new(id, outbox_tx, kick), &room, delivery);
                 contained(move || drop(room))
             }
             Op::Publish { origin, room, frame } => {
@@ -194,7 +203,7 @@ impl Broker {
         }
         self.rooms.finish(panics_before);
         // Relaxed atomic stores: proven, and cheap next to the operation itself.
-        self.metrics.store_broker(self.rooms.counters(), self.rooms.len());
+        self.metrics.store_broker(self.rooms.counters(), self.rooms.len(), self.rooms.history_bytes());
     }
 }
 
@@ -243,7 +252,7 @@ async fn run_hook(hook: Hook, inbox_rx: &mut mpsc::Receiver<Command>, broker: &m
             let (outbox_tx, outbox_rx) = mpsc::channel::<Frame>(1);
             drop(outbox_rx);
             let kick = CancellationToken::new();
-            broker.handle(Op::Join { id, room: Arc::from(room), outbox_tx, kick });
+            broker.handle(Op::Join { id, room: Arc::from(room), outbox_tx, kick, delivery: Delivery::Plain });
         }
         Hook::Leave { room, id } => broker.handle(Op::Leave { id, room: Arc::from(room) }),
     }

@@ -16,8 +16,8 @@ use clap::{Parser, ValueEnum};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use self::parse::{
-    parse_buffer_size, parse_capacity, parse_duration, parse_leeway, parse_max_connections,
-    parse_message_size,
+    parse_buffer_size, parse_capacity, parse_duration, parse_history_memory, parse_history_size,
+    parse_leeway, parse_max_connections, parse_message_size,
 };
 
 /// Largest accepted channel capacity. tokio's `mpsc::channel` panics above
@@ -39,6 +39,10 @@ pub const MAX_MESSAGE_SIZE: usize = 1 << 30;
 
 /// Largest accepted tungstenite buffer (16 MiB).
 pub const MAX_BUFFER_SIZE: usize = 16 << 20;
+/// Largest `--history-size`.
+pub const MAX_HISTORY_SIZE: usize = 1 << 20;
+/// Largest `--history-memory` (64 GiB).
+pub const MAX_HISTORY_MEMORY: usize = 1 << 36;
 
 /// The largest WebSocket frame header (2 + 8 length bytes + 4 mask bytes).
 const MAX_FRAME_HEADER: usize = 14;
@@ -108,6 +112,25 @@ pub struct Config {
     /// (counted), or disconnect it with Close 1008.
     #[arg(long, env = "WSBROKER_SLOW_CONSUMER", value_enum, default_value_t = SlowConsumer::Drop)]
     pub slow_consumer: SlowConsumer,
+
+    /// Keep each room's last N messages, so that a `wsbroker.v1` client reconnecting
+    /// with `?since=EPOCH:SEQ` gets what it missed (README, "Delivery contract").
+    /// 0 keeps none.
+    #[arg(long, env = "WSBROKER_HISTORY_SIZE", value_name = "N", default_value_t = 0,
+          value_parser = parse_history_size)]
+    pub history_size: usize,
+
+    /// With --history-size: messages older than this are never replayed, and are
+    /// dropped. Without it, age does not matter.
+    #[arg(long, env = "WSBROKER_HISTORY_TTL", value_name = "DURATION", value_parser = parse_duration)]
+    pub history_ttl: Option<Duration>,
+
+    /// With --history-size: the most all rooms' history may take together (each
+    /// message's bytes plus about 100 bytes of bookkeeping); beyond it the oldest
+    /// messages of any room are dropped first.
+    #[arg(long, env = "WSBROKER_HISTORY_MEMORY", value_name = "BYTES", default_value = "64MiB",
+          value_parser = parse_history_memory)]
+    pub history_memory: usize,
 
     /// Largest message (and frame) a client may send, e.g. "64KiB", "16MiB". Larger
     /// ones close the connection with 1009.
@@ -284,6 +307,9 @@ impl Config {
             outbox_capacity: 256,
             no_echo: false,
             slow_consumer: SlowConsumer::Drop,
+            history_size: 0,
+            history_ttl: None,
+            history_memory: 64 << 20,
             max_message_size: 64 << 10,
             read_buffer_size: 256,
             write_buffer_size: 16 << 10,
@@ -338,6 +364,15 @@ impl Config {
         }
         if self.auth_leeway > MAX_DURATION {
             return Err(ConfigError::OutOfRange("--auth-leeway"));
+        }
+        if self.history_size > MAX_HISTORY_SIZE {
+            return Err(ConfigError::OutOfRange("--history-size"));
+        }
+        if self.history_ttl.is_some_and(|d| d.is_zero() || d > MAX_DURATION) {
+            return Err(ConfigError::OutOfRange("--history-ttl"));
+        }
+        if !(1..=MAX_HISTORY_MEMORY).contains(&self.history_memory) {
+            return Err(ConfigError::OutOfRange("--history-memory"));
         }
         if self.drain_duration > MAX_DURATION {
             return Err(ConfigError::OutOfRange("--drain-duration"));

@@ -67,7 +67,7 @@ use self::frame::Frame;
 use self::settings::{Session, Settings, Terms};
 use self::soon::to_broker;
 use self::transport::Transport;
-use crate::broker::{Command, ConnId, Op};
+use crate::broker::{Command, ConnId, Delivery, Op};
 use crate::metrics::Metrics;
 
 /// After our Close frame is sent, how long the reader keeps reading for the peer's
@@ -106,7 +106,7 @@ pub(crate) fn open<T: Transport>(
     ws: WebSocketStream<T>,
     ws_config: WebSocketConfig,
     id: ConnId,
-    (room, terms): (Arc<str>, Terms),
+    (room, terms, delivery): (Arc<str>, Terms, Delivery),
     peer: SocketAddr,
     shared: &Arc<Shared>,
 ) -> Option<impl Future<Output = ()> + Send + use<T>> {
@@ -154,11 +154,19 @@ pub(crate) fn open<T: Transport>(
     let connection = Connection::<T> {
         reader: reader::Reader { id, room, shared: Arc::clone(shared), kick, session },
         ws_rx: Some(ws_rx),
-        outbox_tx: Some(outbox_tx),
+        registration: Some(Box::new(Registration { outbox_tx, delivery })),
         stop_tx: Some(stop_tx),
         writer_task,
     };
     Some(connection.run())
+}
+
+/// What a connection hands the broker when it registers.
+struct Registration {
+    /// The sending end of its outbox.
+    outbox_tx: mpsc::Sender<Frame>,
+    /// Plain, or sequenced (`wsbroker.v1`) and where to resume.
+    delivery: Delivery,
 }
 
 /// A connection after [`open`]: what its reader side holds for its whole life.
@@ -171,8 +179,9 @@ struct Connection<T: Transport> {
     /// Who this connection is and what it is told by; the reader borrows it whole.
     reader: reader::Reader,
     ws_rx: Option<WebSocketStream<read_side::ReadSide<T::Read>>>,
-    /// Handed to the broker in the registration, sent first.
-    outbox_tx: Option<mpsc::Sender<Frame>>,
+    /// What the registration, sent first, hands the broker. Boxed, so that the task
+    /// holds a pointer, and only until the registration is sent.
+    registration: Option<Box<Registration>>,
     stop_tx: Option<oneshot::Sender<Stop>>,
     /// Completes when the writer ends, for any reason: the reader watches it (writer
     /// to reader: "I have ended"), and the connection learns from it which Close the
@@ -188,11 +197,12 @@ impl<T: Transport> Connection<T> {
     #[expect(clippy::manual_async_fn, reason = "an async fn would store self twice")]
     fn run(mut self) -> impl Future<Output = ()> + Send {
         async move {
-            let joined = match self.outbox_tx.take() {
-                Some(outbox_tx) => {
+            let joined = match self.registration.take() {
+                Some(registration) => {
                     let me = &self.reader;
                     let (id, room, kick) = (me.id, Arc::clone(&me.room), me.kick.clone());
-                    let join = Command::Op(Op::Join { id, room, outbox_tx, kick });
+                    let Registration { outbox_tx, delivery } = *registration;
+                    let join = Command::Op(Op::Join { id, room, outbox_tx, kick, delivery });
                     to_broker(&me.shared.broker_tx, join).await
                 }
                 None => false,

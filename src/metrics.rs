@@ -81,6 +81,9 @@ pub struct Metrics {
     shed: AtomicU64,
     rooms: AtomicU64,
     broker_panics_caught: AtomicU64,
+    resumes_recovered: AtomicU64,
+    resumes_reset: AtomicU64,
+    history_bytes: AtomicU64,
     // Counted by the accept loop and the connections.
     rejections: [AtomicU64; RejectReason::ALL.len()],
     closes: [AtomicU64; CLOSE_CODES.len()],
@@ -120,7 +123,7 @@ impl Metrics {
     /// Copies the broker's counters. Relaxed stores: each value is independent, and a
     /// scrape that sees one a moment older than another is fine.
     #[inline]
-    pub(crate) fn store_broker(&self, counters: &Counters, rooms: usize) {
+    pub(crate) fn store_broker(&self, counters: &Counters, rooms: usize, history_bytes: usize) {
         self.published.store(counters.published, Ordering::Relaxed);
         self.published_api.store(counters.published_api, Ordering::Relaxed);
         self.delivered.store(counters.delivered, Ordering::Relaxed);
@@ -130,6 +133,9 @@ impl Metrics {
         self.shed.store(counters.shed, Ordering::Relaxed);
         self.rooms.store(rooms as u64, Ordering::Relaxed);
         self.broker_panics_caught.store(counters.panics_caught, Ordering::Relaxed);
+        self.resumes_recovered.store(counters.resumes_recovered, Ordering::Relaxed);
+        self.resumes_reset.store(counters.resumes_reset, Ordering::Relaxed);
+        self.history_bytes.store(history_bytes as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn rejected(&self, reason: RejectReason) {
@@ -192,6 +198,11 @@ struct CodeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabel {
     source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
 }
 
 /// Registers a counter family, one series per (labels, value).
@@ -280,6 +291,21 @@ pub fn render(metrics: &Metrics, handle: &ServerHandle) -> String {
         "slow_consumer_disconnects",
         "Connections closed as slow consumers (--slow-consumer disconnect)",
         load(&metrics.slow_disconnects),
+    );
+    family(
+        &mut registry,
+        "resumes",
+        "wsbroker.v1 reconnects with ?since=, by result: recovered (every missed message replayed) or reset",
+        [
+            (ResultLabel { result: "recovered" }, load(&metrics.resumes_recovered)),
+            (ResultLabel { result: "reset" }, load(&metrics.resumes_reset)),
+        ],
+    );
+    gauge(
+        &mut registry,
+        "history_bytes",
+        "Bytes all rooms' history is charged (--history-memory bounds it)",
+        load(&metrics.history_bytes),
     );
     gauge(
         &mut registry,

@@ -188,7 +188,13 @@ impl Server {
         // the bridge's queues, the bridge a weak sender of the broker's inbox (never
         // keeping it alive). The bridge ends when the broker does, or when `run`
         // returns.
-        let settings = broker::Settings { echo: !config.no_echo, slow_consumer: config.slow_consumer };
+        let history = broker::HistoryLimits {
+            size: config.history_size,
+            ttl: config.history_ttl,
+            memory: config.history_memory,
+        };
+        let settings =
+            broker::Settings { echo: !config.no_echo, slow_consumer: config.slow_consumer, history };
         metrics.set_broker_running(true);
         let bridge_stop = CancellationToken::new();
         let _stop_bridge = bridge_stop.clone().drop_guard();

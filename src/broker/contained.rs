@@ -19,7 +19,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 /// hook and counted by the caller, so the leak is bounded by the count. The panic
 /// strategy must be `unwind` (the default, kept in every profile) for this to catch
 /// anything.
-#[inline]
+///
+/// Always inlined: an out-of-line copy would be a call the proof cannot see into,
+/// which the optimiser makes once a closure type has several call sites.
+#[inline(always)]
 pub(crate) fn contained<T>(effect: impl FnOnce() -> T) -> Option<T> {
     match catch_unwind(AssertUnwindSafe(effect)) {
         Ok(value) => Some(value),

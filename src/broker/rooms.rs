@@ -21,12 +21,16 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
 use super::contained::contained;
+use super::delivery::{Delivery, Epochs, Since};
+use super::history::{Ledger, millis_since};
 use super::stats::{BrokerStats, Counters, MemberStats, RoomStats};
 use super::{ConnId, Settings};
 use crate::cluster::{BridgeTx, Membership};
 use crate::config::SlowConsumer;
-use crate::connection::frame::Frame;
+use crate::connection::frame::{self, Frame, kind};
 
+#[cfg(test)]
+mod contract_test;
 #[cfg(test)]
 mod model_test;
 #[cfg(test)]
@@ -69,10 +73,34 @@ impl Member {
     }
 }
 
-/// One room: its members, in no particular order.
+/// One room: its members, in no particular order, plain and sequenced apart (so
+/// that a room without `wsbroker.v1` members pays nothing for them), its numbering
+/// and its history.
 #[derive(Debug)]
 pub(crate) struct Room {
+    /// Members that receive each message as it was sent.
     members: Vec<Member>,
+    /// Members that receive each message in the `wsbroker.v1` envelope.
+    sequenced: Vec<Member>,
+    /// Chosen when the room is created, from [`Rooms::epochs`].
+    epoch: u64,
+    /// The seq of the last message published to the room (0: none yet).
+    seq: u64,
+    /// Where its last messages are kept, for resumes (`--history-size`): a slot of
+    /// the [`Ledger`], given when the first is kept.
+    history: Option<usize>,
+}
+
+impl Room {
+    fn new(epoch: u64) -> Self {
+        Self { members: Vec::with_capacity(1), sequenced: Vec::new(), epoch, seq: 0, history: None }
+    }
+
+    /// Whether no member is left, of either kind.
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.sequenced.is_empty()
+    }
 }
 
 /// Who published a message.
@@ -117,6 +145,12 @@ pub(crate) struct Rooms {
     removed: Vec<Member>,
     /// A room emptied by the operation under way, likewise held until it ends.
     emptied: Option<(Arc<str>, Room)>,
+    /// Where new rooms' epochs come from.
+    epochs: Epochs,
+    /// All rooms' history together: its limits and what it is charged.
+    ledger: Ledger,
+    /// The zero of the history's clock.
+    started: Instant,
 }
 
 impl Rooms {
@@ -128,7 +162,16 @@ impl Rooms {
             bridge,
             removed: Vec::new(),
             emptied: None,
+            epochs: Epochs::seeded(),
+            ledger: Ledger::new(settings.history),
+            started: Instant::now(),
         }
+    }
+
+    /// Bytes charged for all rooms' history (`wsbroker_history_bytes`).
+    #[inline]
+    pub(crate) fn history_bytes(&self) -> usize {
+        self.ledger.bytes()
     }
 
     /// The running totals.
@@ -150,47 +193,127 @@ impl Rooms {
     }
 
     /// Counts a panic caught in a contained effect (`None` from [`contained`]).
-    #[inline]
+    #[inline(always)]
     fn caught(counters: &mut Counters, effect: Option<()>) {
         if effect.is_none() {
             counters.panics_caught = counters.panics_caught.wrapping_add(1);
         }
     }
 
-    /// Registers `member` in `room`. The decision is proven; growing storage (a new
-    /// room, a longer member list) is an allocation, so it runs contained, and so does
-    /// telling the bridge about a new room. If the storage cannot be made (a panic
-    /// caught there), the member is dropped instead, and its writer, seeing its outbox
-    /// close, sends 1011 (location ⑤).
+    /// Registers `member` in `room`, receiving messages as `delivery` says. The
+    /// decision is proven; growing storage (a new room, a longer member list) is an
+    /// allocation, so it runs contained, and so does telling the bridge about a new
+    /// room. If the storage cannot be made (a panic caught there), the member is
+    /// dropped instead, and its writer, seeing its outbox close, sends 1011
+    /// (location ⑤). A sequenced member is then greeted (see [`Self::greet`]), in
+    /// this same operation, so that nothing published meanwhile comes between.
     #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
-    pub(crate) fn join(&mut self, member: Member, room: &Arc<str>) {
-        let Err(member) = self.try_join(member, room) else { return };
-        let (rooms, name) = (&mut self.rooms, Arc::clone(room));
-        let made = contained(move || make_room(rooms, name));
-        Self::caught(&mut self.counters, made.map(|_| ()));
-        if made == Some(true)
-            && let Some(bridge) = &self.bridge
-        {
-            let subscribe = Membership::Subscribe(Arc::clone(room));
-            Self::caught(&mut self.counters, contained(|| bridge.membership(subscribe)));
+    #[inline(never)]
+    #[expect(improper_ctypes_definitions, reason = "the C ABI for its nounwind calls; never called from C")]
+    pub(crate) extern "C" fn join(&mut self, member: Member, room: &Arc<str>, delivery: Delivery) {
+        let sequenced = delivery != Delivery::Plain;
+        if let Err(member) = self.try_join(member, room, sequenced) {
+            // A new room's epoch: drawn here, in proven code, used if it is created.
+            let epoch = self.epochs.next();
+            let (rooms, name) = (&mut self.rooms, Arc::clone(room));
+            let made = contained(move || make_room(rooms, name, epoch, sequenced));
+            Self::caught(&mut self.counters, made.map(|_| ()));
+            if made == Some(true)
+                && let Some(bridge) = &self.bridge
+            {
+                let subscribe = Membership::Subscribe(Arc::clone(room));
+                Self::caught(&mut self.counters, contained(|| bridge.membership(subscribe)));
+            }
+            if let Err(member) = self.try_join(member, room, sequenced) {
+                Self::caught(&mut self.counters, contained(move || drop(member)));
+                return;
+            }
         }
-        if let Err(member) = self.try_join(member, room) {
-            Self::caught(&mut self.counters, contained(move || drop(member)));
+        if let Delivery::Sequenced(since) = delivery {
+            self.greet(room, since);
         }
     }
 
     /// Registers `member` in an existing `room` whose storage has spare capacity,
     /// without allocating; hands the member back otherwise.
-    fn try_join(&mut self, member: Member, room: &str) -> Result<(), Member> {
-        let Some(members) = self.rooms.get_mut(room).map(|r| &mut r.members) else {
+    fn try_join(&mut self, member: Member, room: &str, sequenced: bool) -> Result<(), Member> {
+        let Some(room) = self.rooms.get_mut(room) else {
             return Err(member);
         };
+        let members = if sequenced { &mut room.sequenced } else { &mut room.members };
         if members.len() >= members.capacity() {
             return Err(member);
         }
         // Within capacity: `push` cannot reallocate, and the optimiser can see it.
         members.push(member);
         Ok(())
+    }
+
+    /// Greets the sequenced member that just joined `room` (the last in its list):
+    /// - no `since`: a welcome with the room's epoch and last seq;
+    /// - `since` in the room's epoch, with every message after it still in history
+    ///   and unexpired, and room for all of them and the welcome in its outbox: the
+    ///   welcome, then those messages oldest first (a resume, *recovered*);
+    /// - anything else (another epoch, a seq in the future, evicted or expired
+    ///   messages, too many, an unusable `since`): a reset with the room's epoch and
+    ///   last seq (*reset*).
+    ///
+    /// Live messages follow either way. Building the greeting, reading the outbox's
+    /// free room and the clock, and each `try_send` are contained; a member whose
+    /// greeting cannot be built or sent is removed (its writer sends 1011).
+    #[inline(always)]
+    fn greet(&mut self, room: &str, since: Since) {
+        let Self { rooms, counters, removed, ledger, started, .. } = self;
+        let Some(Room { sequenced, epoch, seq, history, .. }) = rooms.get_mut(room) else { return };
+        let (epoch, last) = (*epoch, *seq);
+        let Some(member) = sequenced.last() else { return };
+        let replay = match since {
+            Since::After { epoch: asked, seq: after } if asked == epoch => {
+                let free = contained(|| member.outbox_tx.capacity()).unwrap_or(0);
+                let now =
+                    if ledger.limits().ttl.is_some() { contained(|| millis_since(*started)) } else { None };
+                ledger.replay_from(*history, after, last, now).filter(|replay| replay.count < free)
+            }
+            _ => None,
+        };
+        if since != Since::Start {
+            if replay.is_some() {
+                counters.resumes_recovered = counters.resumes_recovered.wrapping_add(1);
+            } else {
+                counters.resumes_reset = counters.resumes_reset.wrapping_add(1);
+            }
+        }
+        let greeting_kind =
+            if replay.is_some() || since == Since::Start { kind::WELCOME } else { kind::RESET };
+        let greeting = contained(|| frame::envelope(greeting_kind, epoch, last, &[]));
+        let mut open = match &greeting {
+            Some(greeting) => offer(member, greeting) == Offer::Delivered,
+            None => {
+                counters.panics_caught = counters.panics_caught.wrapping_add(1);
+                false
+            }
+        };
+        Self::caught(counters, contained(move || drop(greeting)));
+        if open && let Some(replay) = replay {
+            let mut i = 0;
+            while let Some(frame) = replay.get(i) {
+                i = i.wrapping_add(1);
+                if offer(member, frame) == Offer::Delivered {
+                    counters.delivered = counters.delivered.wrapping_add(1);
+                } else {
+                    // The outbox had room for all of them: it closed, or panicked.
+                    counters.dropped_closed = counters.dropped_closed.wrapping_add(1);
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if !open && let Some(gone) = sequenced.pop() {
+            if removed.len() >= removed.capacity() {
+                Self::caught(counters, contained(|| removed.reserve(1)));
+            }
+            Self::hold(removed, counters, gone);
+        }
     }
 
     /// Deregisters `id` from `room`: the member goes to [`Self::removed`], and a room
@@ -201,12 +324,10 @@ impl Rooms {
             let removed = &mut self.removed;
             Self::caught(&mut self.counters, contained(|| removed.reserve(1)));
         }
-        let Some(members) = self.rooms.get_mut(room).map(|r| &mut r.members) else { return };
-        let Some(pos) = members.iter().position(|m| m.id == id) else { return };
-        // In range: `pos` came from this vector, as the optimiser sees.
-        let gone = members.swap_remove(pos);
+        let Some(r) = self.rooms.get_mut(room) else { return };
+        let Some(gone) = take(&mut r.members, id).or_else(|| take(&mut r.sequenced, id)) else { return };
         Self::hold(&mut self.removed, &mut self.counters, gone);
-        if members.is_empty() {
+        if r.is_empty() {
             // Kept until the operation ends. One operation empties at most one room,
             // so the slot is free; its old value is dropped contained all the same.
             let earlier = std::mem::replace(&mut self.emptied, self.rooms.remove_entry(room));
@@ -217,7 +338,7 @@ impl Rooms {
     /// Moves `gone` into `removed`, to be dropped when the operation ends: within its
     /// capacity, so without allocating (the check beside the `push` lets the optimiser
     /// see that). Were the capacity ever short, `gone` is dropped at once, contained.
-    #[inline]
+    #[inline(always)]
     fn hold(removed: &mut Vec<Member>, counters: &mut Counters, gone: Member) {
         if removed.len() < removed.capacity() {
             removed.push(gone);
@@ -227,15 +348,18 @@ impl Rooms {
     }
 
     /// Fans `frame` out to every member of `room`: each gets a reference-counted clone
-    /// of the same bytes, so a message costs one copy however many receive it.
+    /// of the same bytes, so a message costs one copy however many receive it. The
+    /// room numbers the message (its seq grows by one); its sequenced members get its
+    /// `wsbroker.v1` frame, built once (contained: an allocation and a copy) when the
+    /// room has any, or keeps history, and kept in the room's history.
     ///
-    /// Location ④, decided here per member, in one pass:
+    /// Location ④, decided here per member, in one pass (see [`fan_out`]):
     /// - `Ok`: counted as delivered.
     /// - `Full`: the member is slower than the publishers. The message is dropped for
     ///   that member only and counted, so one slow consumer cannot hold back the
     ///   broker, the publishers, or the other members; with `--slow-consumer
     ///   disconnect` the member is kicked (its reader has the writer send 1008) and
-    ///   removed.
+    ///   removed. A sequenced member sees the drop as a jump in seq.
     /// - `Closed`: the member's writer is gone (it ended, or panicked) and its reader
     ///   has not deregistered yet. The member is removed in the same pass.
     /// - A panic caught in the member's `try_send`: counted, and the member removed as
@@ -245,8 +369,10 @@ impl Rooms {
     /// Members removed go to [`Self::removed`], and a room left empty to
     /// [`Self::emptied`], to be dropped when the operation ends.
     #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
-    pub(crate) fn publish(&mut self, origin: Origin, room: &Arc<str>, frame: &Frame) {
-        let Self { rooms, settings, counters, bridge, removed, emptied } = self;
+    #[inline(never)]
+    #[expect(improper_ctypes_definitions, reason = "the C ABI for its nounwind calls; never called from C")]
+    pub(crate) extern "C" fn publish(&mut self, origin: Origin, room: &Arc<str>, frame: &Frame) {
+        let Self { rooms, settings, counters, bridge, removed, emptied, ledger, started, .. } = self;
         let from = match origin {
             Origin::Member(id) => {
                 counters.published = counters.published.wrapping_add(1);
@@ -263,68 +389,50 @@ impl Rooms {
         {
             Self::caught(counters, contained(|| bridge.publish(room, frame)));
         }
-        let Some(members) = rooms.get_mut(&**room).map(|r| &mut r.members) else {
+        let Some(r) = rooms.get_mut(&**room) else {
             // The publisher's room is gone (its membership was dropped by the broker
             // and its reader has not noticed yet): nobody to deliver to.
             return;
         };
+        r.seq = r.seq.wrapping_add(1);
+        let (epoch, seq) = (r.epoch, r.seq);
+        let limits = ledger.limits();
+        let keeps_history = limits.size != 0;
+        let envelope = if r.sequenced.is_empty() && !keeps_history {
+            None
+        } else {
+            let built = contained(|| frame::sequenced(frame, epoch, seq));
+            if built.is_none() {
+                counters.panics_caught = counters.panics_caught.wrapping_add(1);
+            }
+            built.flatten()
+        };
         // Room for every member this pass might remove: an allocation, contained, and
         // only when the room has grown past every room before it.
-        if removed.capacity() < members.len() {
-            let wanted = members.len();
+        let wanted = r.members.len().saturating_add(r.sequenced.len());
+        if removed.capacity() < wanted {
             Self::caught(counters, contained(|| removed.reserve(wanted)));
         }
-        let Settings { echo, slow_consumer } = *settings;
+        let pass = Pass { from, settings: *settings, room };
         // The clock is read at most once per publish, and only if something is
         // dropped: the drop log line reads it, contained.
         let mut now: Option<Instant> = None;
-        let mut i = 0;
-        while let Some(member) = members.get_mut(i) {
-            if !echo && Some(member.id) == from {
-                i = i.wrapping_add(1);
-                continue;
-            }
-            let keep = match offer(member, frame) {
-                Offer::Delivered => {
-                    counters.delivered = counters.delivered.wrapping_add(1);
-                    true
-                }
-                Offer::Full => {
-                    member.dropped = member.dropped.wrapping_add(1);
-                    counters.dropped_full = counters.dropped_full.wrapping_add(1);
-                    match slow_consumer {
-                        SlowConsumer::Drop => {
-                            let now = &mut now;
-                            Self::caught(counters, contained(|| log_drop(member, room, now)));
-                            true
-                        }
-                        SlowConsumer::Disconnect => {
-                            counters.slow_disconnects = counters.slow_disconnects.wrapping_add(1);
-                            Self::caught(counters, contained(|| kick(member, room)));
-                            false
-                        }
-                    }
-                }
-                Offer::Closed => {
-                    counters.dropped_closed = counters.dropped_closed.wrapping_add(1);
-                    false
-                }
-                Offer::Panicked => {
-                    counters.dropped_closed = counters.dropped_closed.wrapping_add(1);
-                    counters.panics_caught = counters.panics_caught.wrapping_add(1);
-                    false
-                }
-            };
-            // Removed by swapping the last member in (order does not matter), which
-            // is then looked at next.
-            if !keep && i < members.len() {
-                let gone = members.swap_remove(i);
-                Self::hold(removed, counters, gone);
-            } else {
-                i = i.wrapping_add(1);
+        // Plain members get the frame as sent; sequenced ones its envelope. One loop
+        // over both lists, so that the per-member code (and each contained effect
+        // in it) has one call site, which keeps it inlined and so proven.
+        for (members, frame) in [(&mut r.members, Some(frame)), (&mut r.sequenced, envelope.as_ref())] {
+            if let Some(frame) = frame {
+                fan_out(members, frame, &pass, counters, removed, &mut now);
             }
         }
-        if members.is_empty() {
+        let empty = r.is_empty();
+        if let Some(envelope) = envelope {
+            // Only a TTL needs the time of each message.
+            let at = if limits.ttl.is_some() { contained(|| millis_since(*started)).unwrap_or(0) } else { 0 };
+            let unkept = ledger.keep(&mut r.history, seq, envelope, at, counters);
+            Self::caught(counters, contained(move || drop(unkept)));
+        }
+        if empty {
             // As in `leave`.
             let earlier = std::mem::replace(emptied, rooms.remove_entry(&**room));
             Self::caught(counters, contained(move || drop(earlier)));
@@ -341,21 +449,20 @@ impl Rooms {
     pub(crate) fn shed(&mut self, count: usize) -> usize {
         let Self { rooms, counters, removed, emptied, .. } = self;
         let Some((name, room)) = rooms.iter_mut().next() else { return 0 };
-        let members = &mut room.members;
-        let quota = count.min(members.len());
+        let quota = count.min(room.members.len().saturating_add(room.sequenced.len()));
         if removed.capacity().saturating_sub(removed.len()) < quota {
             Self::caught(counters, contained(|| removed.reserve(quota)));
         }
         let mut shed = 0usize;
         while shed < quota
-            && let Some(member) = members.pop()
+            && let Some(member) = room.members.pop().or_else(|| room.sequenced.pop())
         {
             Self::caught(counters, contained(|| kick_to_drain(&member, name)));
             Self::hold(removed, counters, member);
             shed = shed.wrapping_add(1);
         }
         counters.shed = counters.shed.wrapping_add(u64::try_from(shed).unwrap_or(u64::MAX));
-        if members.is_empty() {
+        if room.is_empty() {
             // As in `leave`.
             let name = Arc::clone(name);
             let earlier = std::mem::replace(emptied, rooms.remove_entry(&*name));
@@ -374,6 +481,7 @@ impl Rooms {
             Self::caught(&mut self.counters, contained(|| removed.clear()));
         }
         if let Some((name, room)) = self.emptied.take() {
+            self.ledger.forget(room.history, &mut self.counters);
             if let Some(bridge) = &self.bridge {
                 let unsubscribe = Membership::Unsubscribe(Arc::clone(&name));
                 Self::caught(&mut self.counters, contained(|| bridge.membership(unsubscribe)));
@@ -390,10 +498,11 @@ impl Rooms {
     /// the invariants itself, the counters included.
     #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
     pub(crate) fn repair(&mut self) {
-        while let Some(name) =
-            self.rooms.iter().find(|(_, r)| r.members.is_empty()).map(|(n, _)| Arc::clone(n))
-        {
+        while let Some(name) = self.rooms.iter().find(|(_, r)| r.is_empty()).map(|(n, _)| Arc::clone(n)) {
             let entry = self.rooms.remove_entry(&*name);
+            if let Some((_, room)) = &entry {
+                self.ledger.forget(room.history, &mut self.counters);
+            }
             Self::caught(&mut self.counters, contained(move || drop((entry, name))));
         }
     }
@@ -412,8 +521,10 @@ impl Rooms {
             .rooms
             .iter()
             .map(|(name, room)| {
-                let mut members: Vec<MemberStats> =
-                    room.members.iter().map(|m| MemberStats { id: m.id, dropped: m.dropped }).collect();
+                let mut members: Vec<MemberStats> = (room.members.iter())
+                    .chain(&room.sequenced)
+                    .map(|m| MemberStats { id: m.id, dropped: m.dropped })
+                    .collect();
                 members.sort_by_key(|m| m.id);
                 RoomStats { name: name.to_string(), members }
             })
@@ -423,17 +534,94 @@ impl Rooms {
     }
 }
 
-/// Makes room for one more member of `name`: creates the room, or grows its member
-/// list. Returns whether the room was created. Allocates; run contained.
-fn make_room(rooms: &mut HashMap<Arc<str>, Room>, name: Arc<str>) -> bool {
-    match rooms.entry(name) {
-        std::collections::hash_map::Entry::Occupied(mut e) => {
-            e.get_mut().members.reserve(1);
-            false
+/// Makes room for one more member of `name` (a sequenced one if `sequenced`):
+/// creates the room with `epoch`, or grows its member list. Returns whether the room
+/// was created. Allocates; run contained.
+fn make_room(rooms: &mut HashMap<Arc<str>, Room>, name: Arc<str>, epoch: u64, sequenced: bool) -> bool {
+    let (room, created) = match rooms.entry(name) {
+        std::collections::hash_map::Entry::Occupied(e) => (e.into_mut(), false),
+        std::collections::hash_map::Entry::Vacant(e) => (e.insert(Room::new(epoch)), true),
+    };
+    if sequenced {
+        room.sequenced.reserve(1)
+    } else {
+        room.members.reserve(1)
+    }
+    created
+}
+
+/// Takes member `id` out of `members` (the last one takes its place), if it is there.
+#[inline(always)]
+fn take(members: &mut Vec<Member>, id: ConnId) -> Option<Member> {
+    let pos = members.iter().position(|m| m.id == id)?;
+    // In range: `pos` came from this vector, as the optimiser sees.
+    (pos < members.len()).then(|| members.swap_remove(pos))
+}
+
+/// What every member of one publish pass is measured against.
+struct Pass<'a> {
+    /// The publishing member, if it was one (not echoed to with `--no-echo`).
+    from: Option<ConnId>,
+    settings: Settings,
+    room: &'a str,
+}
+
+/// The per-member decision of location ④ (see [`Rooms::publish`]) over one list of a
+/// room's members: offers `frame` to each, counts the outcome, and moves those to
+/// remove into `removed`.
+#[inline(always)]
+fn fan_out(
+    members: &mut Vec<Member>,
+    frame: &Frame,
+    pass: &Pass<'_>,
+    counters: &mut Counters,
+    removed: &mut Vec<Member>,
+    now: &mut Option<Instant>,
+) {
+    let Settings { echo, slow_consumer, .. } = pass.settings;
+    let mut i = 0;
+    while let Some(member) = members.get_mut(i) {
+        if !echo && Some(member.id) == pass.from {
+            i = i.wrapping_add(1);
+            continue;
         }
-        std::collections::hash_map::Entry::Vacant(e) => {
-            e.insert(Room { members: Vec::with_capacity(1) });
-            true
+        let keep = match offer(member, frame) {
+            Offer::Delivered => {
+                counters.delivered = counters.delivered.wrapping_add(1);
+                true
+            }
+            Offer::Full => {
+                member.dropped = member.dropped.wrapping_add(1);
+                counters.dropped_full = counters.dropped_full.wrapping_add(1);
+                match slow_consumer {
+                    SlowConsumer::Drop => {
+                        Rooms::caught(counters, contained(|| log_drop(member, pass.room, now)));
+                        true
+                    }
+                    SlowConsumer::Disconnect => {
+                        counters.slow_disconnects = counters.slow_disconnects.wrapping_add(1);
+                        Rooms::caught(counters, contained(|| kick(member, pass.room)));
+                        false
+                    }
+                }
+            }
+            Offer::Closed => {
+                counters.dropped_closed = counters.dropped_closed.wrapping_add(1);
+                false
+            }
+            Offer::Panicked => {
+                counters.dropped_closed = counters.dropped_closed.wrapping_add(1);
+                counters.panics_caught = counters.panics_caught.wrapping_add(1);
+                false
+            }
+        };
+        // Removed by swapping the last member in (order does not matter), which is
+        // then looked at next.
+        if !keep && i < members.len() {
+            let gone = members.swap_remove(i);
+            Rooms::hold(removed, counters, gone);
+        } else {
+            i = i.wrapping_add(1);
         }
     }
 }
@@ -441,7 +629,7 @@ fn make_room(rooms: &mut HashMap<Arc<str>, Room>, name: Arc<str>) -> bool {
 /// Location ④: offers `frame` to one member's outbox. tokio's `try_send`, with the
 /// reference it takes on the frame (and the one it hands back when the outbox is
 /// full or closed, dropped here), is opaque to the proof, so it runs contained.
-#[inline]
+#[inline(always)]
 fn offer(member: &Member, frame: &Frame) -> Offer {
     let sent = contained(|| {
         #[cfg(test)]

@@ -27,6 +27,10 @@ pub struct Counters {
     pub shed: u64,
     /// Panics caught in the broker's contained effects (should stay 0).
     pub panics_caught: u64,
+    /// `wsbroker.v1` resumes given every message they asked for.
+    pub resumes_recovered: u64,
+    /// `wsbroker.v1` resumes answered with a reset instead.
+    pub resumes_reset: u64,
 }
 
 /// A snapshot of the broker's state, for tests, metrics and operators.

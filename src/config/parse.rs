@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use super::{MAX_BUFFER_SIZE, MAX_CAPACITY, MAX_CONNECTIONS, MAX_DURATION, MAX_MESSAGE_SIZE};
+use super::{
+    MAX_BUFFER_SIZE, MAX_CAPACITY, MAX_CONNECTIONS, MAX_DURATION, MAX_HISTORY_MEMORY, MAX_HISTORY_SIZE,
+    MAX_MESSAGE_SIZE,
+};
 
 /// Parses a channel capacity: a whole number from 1 to [`MAX_CAPACITY`].
 pub(super) fn parse_capacity(s: &str) -> Result<usize, String> {
@@ -12,6 +15,16 @@ pub(super) fn parse_capacity(s: &str) -> Result<usize, String> {
 
 pub(super) fn parse_max_connections(s: &str) -> Result<usize, String> {
     parse_in_range(s, 1, MAX_CONNECTIONS)
+}
+
+/// Parses `--history-size`: a whole number from 0 (off) to [`MAX_HISTORY_SIZE`].
+pub(super) fn parse_history_size(s: &str) -> Result<usize, String> {
+    parse_in_range(s, 0, MAX_HISTORY_SIZE)
+}
+
+/// Parses `--history-memory`: a byte size up to [`MAX_HISTORY_MEMORY`].
+pub(super) fn parse_history_memory(s: &str) -> Result<usize, String> {
+    parse_size(s, MAX_HISTORY_MEMORY)
 }
 
 fn parse_in_range(s: &str, min: usize, max: usize) -> Result<usize, String> {

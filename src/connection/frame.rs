@@ -29,7 +29,12 @@ const PING: u8 = 0x9;
 
 /// A final, unmasked frame with `opcode` and `payload`.
 pub(crate) fn build(opcode: u8, payload: &[u8]) -> Frame {
-    let len = payload.len();
+    build_from(opcode, &[], payload)
+}
+
+/// A final, unmasked frame with `opcode` whose payload is `head` then `rest`.
+fn build_from(opcode: u8, head: &[u8], rest: &[u8]) -> Frame {
+    let len = head.len().saturating_add(rest.len());
     let mut frame = Vec::with_capacity(len.saturating_add(10));
     frame.push(0x80 | (opcode & 0x0f));
     if let Ok(short) = u8::try_from(len) {
@@ -46,8 +51,48 @@ pub(crate) fn build(opcode: u8, payload: &[u8]) -> Frame {
         frame.push(127);
         frame.extend_from_slice(&u64::try_from(len).unwrap_or(u64::MAX).to_be_bytes());
     }
-    frame.extend_from_slice(payload);
+    frame.extend_from_slice(head);
+    frame.extend_from_slice(rest);
     Arc::new(frame)
+}
+
+/// The kinds of a `wsbroker.v1` envelope (README, "Delivery contract").
+pub(crate) mod kind {
+    /// A published text message.
+    pub(crate) const TEXT: u8 = 0;
+    /// A published binary message.
+    pub(crate) const BINARY: u8 = 1;
+    /// The first frame after joining: the room's epoch and its last seq.
+    pub(crate) const WELCOME: u8 = 2;
+    /// A resume that could not be honoured: the room's epoch and its last seq.
+    pub(crate) const RESET: u8 = 3;
+}
+
+/// Bytes of a `wsbroker.v1` envelope before the payload: kind, epoch, seq.
+pub(crate) const ENVELOPE_HEAD: usize = 17;
+
+/// A `wsbroker.v1` frame: one binary frame holding `kind`, `epoch` and `seq` (both
+/// big-endian), then `payload`.
+pub(crate) fn envelope(kind: u8, epoch: u64, seq: u64, payload: &[u8]) -> Frame {
+    let mut head = [0u8; ENVELOPE_HEAD];
+    let (k, numbers) = head.split_at_mut(1);
+    let (e, s) = numbers.split_at_mut(8);
+    k.copy_from_slice(&[kind]);
+    e.copy_from_slice(&epoch.to_be_bytes());
+    s.copy_from_slice(&seq.to_be_bytes());
+    build_from(BINARY, &head, payload)
+}
+
+/// The `wsbroker.v1` frame of a published message, from its plain frame (built by
+/// [`build`]); `None` if that is not a text or binary frame.
+pub(crate) fn sequenced(plain: &[u8], epoch: u64, seq: u64) -> Option<Frame> {
+    let (opcode, payload) = parse(plain)?;
+    let kind = match opcode {
+        TEXT => kind::TEXT,
+        BINARY => kind::BINARY,
+        _ => return None,
+    };
+    Some(envelope(kind, epoch, seq, payload))
 }
 
 /// The frame for a client's data message; `None` for anything that is not text or
@@ -107,6 +152,26 @@ mod tests {
             assert_eq!(&ours[..], &theirs[..], "length {len}");
             assert_eq!(parse(&ours), Some((BINARY, &payload[..])));
         }
+    }
+
+    #[test]
+    fn envelopes_carry_kind_epoch_seq_and_the_payload() {
+        let plain = build(TEXT, b"hello");
+        let v1 = sequenced(&plain, 0x0102_0304_0506_0708, 42).unwrap();
+        let (opcode, payload) = parse(&v1).unwrap();
+        assert_eq!(opcode, BINARY);
+        assert_eq!(payload[0], kind::TEXT);
+        assert_eq!(payload[1..9], 0x0102_0304_0506_0708u64.to_be_bytes());
+        assert_eq!(payload[9..17], 42u64.to_be_bytes());
+        assert_eq!(&payload[17..], b"hello");
+        let big = vec![9u8; 200];
+        let v1 = sequenced(&build(BINARY, &big), 1, 2).unwrap();
+        let (_, payload) = parse(&v1).unwrap();
+        assert_eq!((payload[0], payload.len()), (kind::BINARY, 217));
+        assert_eq!(&payload[17..], &big[..]);
+        let welcome = envelope(kind::WELCOME, 7, 0, &[]);
+        assert_eq!(parse(&welcome).unwrap().1.len(), ENVELOPE_HEAD);
+        assert_eq!(sequenced(&close(CloseCode::Away, ""), 1, 1), None);
     }
 
     #[test]

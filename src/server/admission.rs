@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::auth::{self, Denied, Verifier};
+use crate::broker::{Delivery, Since};
 use crate::config::Config;
 use crate::connection::settings::Terms;
 use crate::metrics::RejectReason;
@@ -44,6 +45,25 @@ pub(crate) struct Admitted {
     pub terms: Terms,
     /// The token's `sub`, for logs.
     pub user: Option<String>,
+    /// Sequenced when the client offered the `wsbroker.v1` subprotocol.
+    pub delivery: Delivery,
+}
+
+/// The subprotocol of the delivery contract (README, "Delivery contract").
+pub(crate) const SUBPROTOCOL: &str = "wsbroker.v1";
+
+/// How the request asks to receive messages: sequenced if it offers [`SUBPROTOCOL`]
+/// (subprotocol names are case-sensitive, RFC 6455 section 4.1), resuming where
+/// its `since` query parameter says; plain otherwise (`since` is then ignored).
+fn delivery_of(request: &Request) -> Delivery {
+    let offered = request
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
+    if offered { Delivery::Sequenced(Since::from_query(request.uri().query())) } else { Delivery::Plain }
 }
 
 impl Admit {
@@ -75,8 +95,9 @@ impl Admit {
                 }
             }
         }
+        let delivery = delivery_of(request);
         let Some(verifier) = &self.auth else {
-            return Ok(Admitted { room: Arc::from(path), terms: Terms::OPEN, user: None });
+            return Ok(Admitted { room: Arc::from(path), terms: Terms::OPEN, user: None, delivery });
         };
         let authorization = request.headers().get("authorization").map(|v| v.as_bytes());
         let token = auth::token_of(authorization, request.uri().query())
@@ -87,7 +108,7 @@ impl Admit {
             return Err(Rejection::Forbidden);
         }
         let terms = Terms { expires_in: grant.remaining(now), may_publish: grant.may_publish(path) };
-        Ok(Admitted { room: Arc::from(path), terms, user: grant.user })
+        Ok(Admitted { room: Arc::from(path), terms, user: grant.user, delivery })
     }
 }
 

@@ -10,8 +10,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
-use super::admission::{Admit, Admitted, Rejection};
+use super::admission::{Admit, Admitted, Rejection, SUBPROTOCOL};
 use crate::broker::ConnId;
+use crate::broker::Delivery;
 use crate::connection;
 use crate::connection::transport::Transport;
 use crate::metrics::{Metrics, RejectReason};
@@ -39,7 +40,8 @@ pub(crate) fn serve<T: Transport>(
         if let Some(user) = &admitted.user {
             tracing::Span::current().record("user", tracing::field::display(user));
         }
-        connection::open(ws, admit.ws_config, id, (admitted.room, admitted.terms), peer, &shared)
+        let admission = (admitted.room, admitted.terms, admitted.delivery);
+        connection::open(ws, admit.ws_config, id, admission, peer, &shared)
     });
     async move {
         // Captured by the block and so held for the connection's life; no binding,
@@ -79,9 +81,16 @@ async fn handshake<T: Transport>(
     let mut admitted: Option<Admitted> = None;
     let mut refused: Option<Rejection> = None;
     #[expect(clippy::result_large_err, reason = "the Err type is fixed by tungstenite's Callback trait")]
-    let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+    let callback = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
         match admit.check(request) {
             Ok(admission) => {
+                if admission.delivery != Delivery::Plain {
+                    // The client offered it: the reply names it (RFC 6455 section 4.2.2).
+                    response.headers_mut().insert(
+                        "sec-websocket-protocol",
+                        tokio_tungstenite::tungstenite::http::HeaderValue::from_static(SUBPROTOCOL),
+                    );
+                }
                 admitted = Some(admission);
                 Ok(response)
             }

@@ -18,6 +18,7 @@ mod auth;
 mod backpressure;
 mod broadcast;
 mod cli;
+mod delivery;
 mod drain;
 mod failures;
 mod hostile;

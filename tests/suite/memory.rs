@@ -18,7 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A field of /proc/PID/status, in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
+pub(crate) fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with(field)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
@@ -69,7 +69,7 @@ async fn flood<S: AsyncRead + AsyncWrite + Unpin, P: AsyncRead + AsyncWrite + Un
 /// dropped. The bound leaves room for the runtime.
 const BOUND_MIB: u64 = 64;
 
-async fn stop(mut child: Child) {
+pub(crate) async fn stop(mut child: Child) {
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(0));

@@ -18,6 +18,7 @@ use std::sync::Once;
 use proptest::prelude::*;
 
 use super::*;
+use crate::broker::history::Limits;
 
 /// The payload of the test-only delivery panic. The panic hook installed here keeps
 /// these quiet, so that the test's output (which the audit reads for panics) shows
@@ -196,7 +197,7 @@ fn run(settings: Settings, steps: &[Step]) -> Result<(), TestCaseError> {
                 if outbox == Outbox::Full {
                     outboxes.full.push(id);
                 }
-                rooms.join(member, &name(room));
+                rooms.join(member, &name(room), Delivery::Plain);
                 model.rooms.entry(room).or_default().insert(id, outbox);
             }
             Step::Leave { id, room } => {
@@ -327,6 +328,6 @@ proptest! {
     ) {
         quiet_deliberate_panics();
         let slow_consumer = if disconnect { SlowConsumer::Disconnect } else { SlowConsumer::Drop };
-        run(Settings { echo, slow_consumer }, &steps)?;
+        run(Settings { echo, slow_consumer, history: Limits::OFF }, &steps)?;
     }
 }

@@ -1,12 +1,13 @@
 //! Unit tests of room state: each operation, with channels in place of sockets.
 
 use super::*;
+use crate::broker::history::Limits;
 
 impl Rooms {
     /// Joins `id` to `room` with `tx` as its outbox, and ends the operation.
     fn join_with(&mut self, id: ConnId, room: &str, tx: mpsc::Sender<Frame>) {
         let before = self.counters.panics_caught;
-        self.join(Member::new(id, tx, CancellationToken::new()), &Arc::from(room));
+        self.join(Member::new(id, tx, CancellationToken::new()), &Arc::from(room), Delivery::Plain);
         self.finish(before);
     }
 
@@ -25,7 +26,7 @@ impl Rooms {
 }
 
 fn settings(echo: bool) -> Settings {
-    Settings { echo, slow_consumer: SlowConsumer::Drop }
+    Settings { echo, slow_consumer: SlowConsumer::Drop, history: Limits::OFF }
 }
 
 fn text(s: &'static str) -> Frame {
@@ -82,11 +83,14 @@ fn full_outbox_drops_for_that_member_only() {
 
 #[test]
 fn a_full_outbox_with_disconnect_kicks_and_removes_the_member() {
-    let mut rooms = Rooms::new(Settings { echo: true, slow_consumer: SlowConsumer::Disconnect }, None);
+    let mut rooms = Rooms::new(
+        Settings { echo: true, slow_consumer: SlowConsumer::Disconnect, history: Limits::OFF },
+        None,
+    );
     let (slow_tx, _slow_rx) = mpsc::channel(1);
     let kick = CancellationToken::new();
     let before = rooms.counters.panics_caught;
-    rooms.join(Member::new(ConnId(1), slow_tx, kick.clone()), &Arc::from("/r"));
+    rooms.join(Member::new(ConnId(1), slow_tx, kick.clone()), &Arc::from("/r"), Delivery::Plain);
     rooms.finish(before);
     let (fast_tx, _fast_rx) = mpsc::channel(8);
     rooms.join_with(ConnId(2), "/r", fast_tx);
@@ -158,11 +162,12 @@ fn drops_are_logged_at_most_once_per_interval() {
 fn join_grows_storage_only_when_it_must() {
     let mut rooms = Rooms::new(settings(true), None);
     let (tx, _rx) = mpsc::channel(1);
-    let member =
-        rooms.try_join(Member::new(ConnId(1), tx.clone(), CancellationToken::new()), "/r").unwrap_err();
-    rooms.join(member, &Arc::from("/r"));
+    let member = rooms
+        .try_join(Member::new(ConnId(1), tx.clone(), CancellationToken::new()), "/r", false)
+        .unwrap_err();
+    rooms.join(member, &Arc::from("/r"), Delivery::Plain);
     assert_eq!(rooms.stats().members("/r"), 1);
     rooms.rooms.get_mut("/r").unwrap().members.reserve(4);
-    assert!(rooms.try_join(Member::new(ConnId(2), tx, CancellationToken::new()), "/r").is_ok());
+    assert!(rooms.try_join(Member::new(ConnId(2), tx, CancellationToken::new()), "/r", false).is_ok());
     assert_eq!(rooms.stats().members("/r"), 2);
 }

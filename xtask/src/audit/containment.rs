@@ -39,6 +39,24 @@ pub const EFFECTS: &[(&str, &str)] = &[
     ("reply_tx.send", "sends the stats or drain reply through a oneshot, which wakes the asker"),
     ("rooms.stats", "allocates and sorts the snapshot"),
     ("debug!", "writes a log line through tracing's subscriber (a trait object)"),
+    (
+        "outbox_tx.capacity",
+        "reads a new member's free outbox slots from tokio's semaphore (behind its mutex-guarded waiter list)",
+    ),
+    (
+        "millis_since",
+        "reads the clock for the history's TTL (std's `Instant::now` unwraps its syscall's result)",
+    ),
+    ("frame::envelope", "allocates and fills a welcome or reset frame"),
+    (
+        "frame::sequenced",
+        "allocates a message's `wsbroker.v1` frame and copies its payload in, once per message",
+    ),
+    ("order.grow_to", "allocates: a longer queue of every room's kept messages"),
+    ("entries.grow_to", "allocates: a room's history grows (never past --history-size)"),
+    ("rings.reserve", "allocates a slot for a room's first kept message"),
+    ("free.reserve", "allocates the list of freed history slots"),
+    ("entries.clear", "drops a departed room's kept messages: frames whose last reference frees them"),
 ];
 
 /// What the broker task runs outside the proof, and why; each must exist.

@@ -13,8 +13,18 @@ pub const ROOT: (&str, &str) = ("Broker", "step");
 pub const HOOK_ROOT: (&str, &str) = ("", "run_hook");
 
 /// Receivers whose type the audit knows by name, for resolving method calls.
-const RECEIVERS: &[(&str, &str)] =
-    &[("rooms", "Rooms"), ("bridge", "BridgeTx"), ("broker", "Broker"), ("metrics", "Metrics")];
+const RECEIVERS: &[(&str, &str)] = &[
+    ("rooms", "Rooms"),
+    ("bridge", "BridgeTx"),
+    ("broker", "Broker"),
+    ("metrics", "Metrics"),
+    ("ledger", "Ledger"),
+    ("epochs", "Epochs"),
+    ("history", "History"),
+    ("entries", "Ring"),
+    ("order", "Ring"),
+    ("replay", "Replay"),
+];
 
 /// How a function the broker task runs is covered.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -133,10 +133,10 @@ pub const GUARDS: &[Guard] = &[
         ".try_init()",
     ),
     guard(
-        "`Vec::swap_remove` panics out of bounds (in `leave`)",
-        "the index comes from `position` on the same vector, with nothing between; no_panic proves it",
+        "`Vec::swap_remove` panics out of bounds (in `take`, for `leave`)",
+        "the index comes from `position` on the same vector and is checked beside the call; no_panic proves it",
         "src/broker/rooms.rs",
-        "let Some(pos) = members.iter().position(|m| m.id == id) else { return };",
+        "(pos < members.len()).then(|| members.swap_remove(pos))",
     ),
     guard(
         "`Vec::swap_remove` panics out of bounds (in `publish`)",
@@ -160,7 +160,25 @@ pub const GUARDS: &[Guard] = &[
         "`HashMap`/`Vec` growth panics on capacity overflow (a new room, a longer member list)",
         "only in `make_room`, run inside `contained`",
         "src/broker/rooms.rs",
-        "contained(move || make_room(rooms, name))",
+        "contained(move || make_room(rooms, name, epoch, sequenced))",
+    ),
+    guard(
+        "`VecDeque::push_back` grows its buffer (a panic on capacity overflow), and whether the optimiser sees a capacity check before it depends on inlining",
+        "the history uses `Ring`, whose `push_back` never grows (a full ring hands the value back); growing is `grow_to`, run contained",
+        "src/broker/ring.rs",
+        "pub(crate) fn push_back(&mut self, value: T) -> Result<(), T> {",
+    ),
+    guard(
+        "`Instant` arithmetic in the history's TTL (`checked_duration_since` builds a `Duration` with `Duration::new`, which can panic)",
+        "times are whole milliseconds since the broker started (`millis_since`, read contained), compared with `saturating_sub`",
+        "src/broker/history.rs",
+        "now.saturating_sub(front.at) > ttl",
+    ),
+    guard(
+        "`ExactSizeIterator::len` asserts that the size hint is exact",
+        "not used in the history: a resume's count is computed from seqs, and its messages read by index",
+        "src/broker/history.rs",
+        "let count = usize::try_from(missed).ok()?;",
     ),
     guard(
         "tokio's `oneshot::Receiver` panics when polled after it completed",
