@@ -97,7 +97,14 @@ struct Args {
     /// A label for the report.
     #[arg(long, default_value = "")]
     label: String,
+    /// Every member offers wsbroker's `wsbroker.v1` subprotocol (its delivery
+    /// contract) and reads the 17-byte envelope before each payload.
+    #[arg(long)]
+    wsbroker_v1: bool,
 }
+
+/// The bytes of the `wsbroker.v1` envelope before a payload: kind, epoch, seq.
+const WSBROKER_V1_ENVELOPE: usize = 17;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -121,6 +128,8 @@ struct Shared {
     /// Delivery latency in microseconds, for messages received in the window.
     latency_us: RefCell<Histogram<u64>>,
     errors: Cell<u64>,
+    /// Bytes before each payload: the `wsbroker.v1` envelope, or none.
+    envelope: usize,
     /// Wakes fixed-schedule publishers at their scheduled times.
     pacer: pacer::Pacer,
 }
@@ -266,10 +275,12 @@ async fn traffic(args: &Args, dialer: &Dialer) -> Result<serde_json::Value, Stri
         sent_in_window: RefCell::new(vec![0; args.rooms]),
         latency_us: RefCell::new(Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?),
         errors: Cell::new(0),
+        envelope: if args.wsbroker_v1 { WSBROKER_V1_ENVELOPE } else { 0 },
         pacer: pacer::Pacer::start().map_err(|e| format!("pacer thread: {e}"))?,
     });
     let members_per_room = args.subscribers.saturating_add(args.publishers);
 
+    let subprotocol = args.wsbroker_v1.then_some("Sec-WebSocket-Protocol: wsbroker.v1\r\n");
     // Connect everyone: stalled first, then subscribers, then publishers.
     let mut stalled = Vec::new();
     let mut readers = Vec::new();
@@ -285,12 +296,13 @@ async fn traffic(args: &Args, dialer: &Dialer) -> Result<serde_json::Value, Stri
                 Some(second) if k % 2 == 1 => second,
                 _ => &args.addr,
             };
-            let (s, rest) = ws::connect(dialer, addr, &path, None, None).await.map_err(|e| e.to_string())?;
+            let (s, rest) =
+                ws::connect(dialer, addr, &path, None, subprotocol).await.map_err(|e| e.to_string())?;
             readers.push((s.into_split(), rest, false));
         }
         for _ in 0..args.publishers {
             let (s, rest) =
-                ws::connect(dialer, &args.addr, &path, None, None).await.map_err(|e| e.to_string())?;
+                ws::connect(dialer, &args.addr, &path, None, subprotocol).await.map_err(|e| e.to_string())?;
             let (r, w) = s.into_split();
             readers.push(((r, w), rest, true));
         }
@@ -402,6 +414,9 @@ async fn read_loop(mut r: ReadHalf, mut pong_to: Option<WriteHalf>, rest: Vec<u8
                 match frame {
                     ws::Frame::Data(payload) => {
                         shared.received.set(shared.received.get().wrapping_add(1));
+                        // With wsbroker.v1, the envelope comes first (a welcome is
+                        // only an envelope, so it carries no timestamp).
+                        let payload = payload.get(shared.envelope..).unwrap_or_default();
                         if let Some(ts) =
                             payload.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
                         {

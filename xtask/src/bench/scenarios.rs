@@ -23,6 +23,9 @@ pub enum Setup {
     /// wsbroker with `--auth-key`, and a token of this kind on every handshake
     /// (wsbroker only).
     Token(TokenKind),
+    /// wsbroker only: every member offers the `wsbroker.v1` subprotocol (wsload's
+    /// `--wsbroker-v1`), which the peers do not have.
+    Sequenced,
     /// wss://: wsbroker and Bun serve TLS with the same certificate (generated for
     /// the run), and wsload trusts it. Node's `ws` is left out.
     Tls,
@@ -50,7 +53,7 @@ impl Setup {
     pub fn runs_on(self, server: Server) -> bool {
         match self {
             Self::Plain => true,
-            Self::TwoNodes | Self::Token(_) => server == Server::Wsbroker,
+            Self::TwoNodes | Self::Token(_) | Self::Sequenced => server == Server::Wsbroker,
             Self::Tls => server != Server::NodeWs,
         }
     }
@@ -68,6 +71,12 @@ pub const SCENARIOS: &[Scenario] = &[
         what: "1 room, 100 subscribers, 10 publishers flat out",
         args: &["--subscribers", "100", "--publishers", "10"],
         setup: Setup::Plain,
+    },
+    Scenario {
+        name: "fanout-1000-v1",
+        what: "fanout-1000 with every member on wsbroker.v1: each message numbered, its v1 frame built once",
+        args: &["--subscribers", "1000", "--publishers", "1", "--wsbroker-v1"],
+        setup: Setup::Sequenced,
     },
     Scenario {
         name: "fixed-rate",
