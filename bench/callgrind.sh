@@ -3,7 +3,7 @@
 # changes too small for wall-clock figures on a shared machine to resolve.
 # Repeated runs agree within about 0.1 %. The kernel's work is not counted.
 #
-#   bench/callgrind.sh rooms|fixed-rate|fanout [SERVER_BINARY]
+#   bench/callgrind.sh rooms|fixed-rate|fanout|fanout-v1 [SERVER_BINARY]
 #
 # Needs valgrind (callgrind_control, callgrind_annotate), taskset and release builds
 # of the server and wsload (`cargo build --release -p wsbroker -p wsbench`). The
@@ -12,12 +12,13 @@
 # (counted by callgrind, as the frames the readers build) times members per room.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scenario=${1:?usage: bench/callgrind.sh rooms|fixed-rate|fanout [SERVER_BINARY]}
+scenario=${1:?usage: bench/callgrind.sh rooms|fixed-rate|fanout|fanout-v1 [SERVER_BINARY]}
 bin=${2:-target/release/wsbroker}
 case $scenario in
   rooms) members=10; load=(--rooms 10 --subscribers 0 --publishers 10 --rate 2) ;;
   fixed-rate) members=1001; load=(--subscribers 1000 --publishers 1 --rate 20) ;;
   fanout) members=1001; load=(--subscribers 1000 --publishers 1) ;;
+  fanout-v1) members=1001; load=(--subscribers 1000 --publishers 1 --wsbroker-v1) ;;
   *) echo "unknown scenario: $scenario" >&2; exit 2 ;;
 esac
 for tool in valgrind callgrind_control callgrind_annotate taskset; do
@@ -44,12 +45,17 @@ wait "$control"
 kill "$server"; wait "$server" 2>/dev/null || true
 dump="$dir/cg.out.1"
 total=$(callgrind_annotate "$dump" | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
-# Publishes are counted as calls of `frame::build`, which the reader calls once per
-# message it receives (and the writer once per Close, none of which falls in the
-# window); the broker's own functions may be inlined into one another. Function
-# names are compressed: the first mention (fn= or cfn=) gives the id.
-id=$( (grep -o '([0-9]*) wsbroker::connection::frame::build$' "$dump" || true) | grep -o '([0-9]*)' | head -1)
-[ -n "$id" ] || { echo "frame::build not in $dump" >&2; exit 1; }
+# Publishes are counted as calls of `frame::data`, which the reader calls once per
+# message it receives (or, in builds where that is inlined, of `frame::build`, which
+# it then calls once per message, and the writer once per Close, none of which falls
+# in the window); the broker's own functions may be inlined into one another.
+# Function names are compressed: the first mention (fn= or cfn=) gives the id.
+id=
+for counted in data build; do
+  id=$( (grep -o "([0-9]*) wsbroker::connection::frame::$counted\$" "$dump" || true) | (grep -o '([0-9]*)' || true) | head -1)
+  if [ -n "$id" ]; then break; fi
+done
+[ -n "$id" ] || { echo "neither frame::data nor frame::build in $dump" >&2; exit 1; }
 publishes=$(grep -F -A1 "cfn=$id" "$dump" | awk -F'[= ]' '/^calls=/ { n += $2 } END { print n + 0 }')
 [ "$publishes" -gt 0 ] || { echo "no publishes counted; see $dump" >&2; exit 1; }
 echo "$scenario: $((total / (publishes * members))) user instructions per delivery" \
