@@ -214,6 +214,61 @@ async fn a_stalled_v1_member_sees_a_jump_in_seq_that_the_drop_counter_agrees_wit
     server.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_v1_member_disconnected_with_1008_resumes_from_its_last_seq() {
+    let server = TestServer::with(|c| {
+        c.outbox_capacity = 64;
+        c.history_size = 1000;
+        c.slow_consumer = wsbroker::config::SlowConsumer::Disconnect;
+    })
+    .await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let (mut slow, _) =
+        tokio_tungstenite::client_async(offering(&server.url("/sd"), "wsbroker.v1"), stream).await.unwrap();
+    server.wait_members("/sd", 1).await;
+    let mut publisher = server.join("/sd").await;
+    let payload = "s".repeat(16 * 1024);
+    // Publish until the broker disconnects the member that does not read.
+    let mut published = 0u64;
+    while server.stats().await.counters.slow_disconnects == 0 {
+        publisher.send(Message::text(payload.clone())).await.unwrap();
+        recv(&mut publisher).await;
+        published += 1;
+        assert!(published < 10_000, "the slow member was never disconnected");
+    }
+    // It reads what reached it, up to the Close: 1008, and its last seq.
+    let welcome = next_v1(&mut slow).await;
+    assert_eq!((welcome.kind, welcome.seq), (WELCOME, 0));
+    let mut last = 0;
+    loop {
+        match tokio::time::timeout(EVENT_TIMEOUT, slow.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(
+                    frame.code,
+                    tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Policy
+                );
+                break;
+            }
+            Some(Ok(message @ Message::Binary(_))) => {
+                let frame = decode(message);
+                assert_eq!(frame.seq, last + 1, "nothing is lost before the disconnect");
+                last = frame.seq;
+            }
+            other => panic!("expected messages then Close 1008, got {other:?}"),
+        }
+    }
+    assert!(last < published, "the message that found its outbox full was not delivered");
+    // Resuming from there gives exactly what it missed.
+    let (mut back, welcome) = join_v1(&server.url(&format!("/sd?since={}:{last}", welcome.epoch))).await;
+    assert_eq!((welcome.kind, welcome.seq), (WELCOME, published));
+    for seq in last + 1..=published {
+        assert_eq!(next_v1(&mut back).await.seq, seq);
+    }
+    server.shutdown().await.unwrap();
+}
+
 /// Publishes `m{i}` for i = 1, 2, … from a plain member of `room` (which it creates,
 /// so message i gets seq i), one every `pace` at most, until `stop` fires, each
 /// after the previous one's echo. The pace keeps what a reconnecting client misses

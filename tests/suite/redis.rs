@@ -277,3 +277,47 @@ async fn redis_killed_and_restarted_mid_test_is_survived() {
     node1.shutdown().await.unwrap();
     node2.shutdown().await.unwrap();
 }
+
+/// The delivery contract holds per node (README, "Delivery contract"): each node
+/// numbers what it delivers, messages from the other node included; a resume on the
+/// node that numbered the messages recovers them, one on another node gets a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_contract_holds_per_node() {
+    use crate::delivery::{decode, join_v1, next_v1};
+    let redis = RedisServer::start();
+    let with_history = |url: String| {
+        move |c: &mut wsbroker::Config| {
+            c.redis_url = Some(url);
+            c.history_size = 100;
+        }
+    };
+    let node1 = TestServer::with(with_history(redis.url())).await;
+    let node2 = TestServer::with(with_history(redis.url())).await;
+    // A plain member on each node keeps the room alive there.
+    let _anchor1 = node1.join("/v").await;
+    let mut anchor2 = node2.join("/v").await;
+    let (mut v1, welcome) = join_v1(&node1.url("/v")).await;
+    redis.wait_numsub("wsbroker:/v", 2, false).await;
+    for i in 1..=3u64 {
+        common::send_text(&mut anchor2, &format!("from node 2: {i}")).await;
+        let frame = next_v1(&mut v1).await;
+        assert_eq!((frame.epoch, frame.seq), (welcome.epoch, i), "numbered by the node that delivers it");
+        assert_eq!(frame.payload, format!("from node 2: {i}").into_bytes());
+    }
+    drop(v1);
+    node1.wait_members("/v", 1).await;
+    common::send_text(&mut anchor2, "missed").await;
+    let since = format!("/v?since={}:3", welcome.epoch);
+    let (mut elsewhere, first) = join_v1(&node2.url(&since)).await;
+    assert_eq!(first.kind, 3, "another node's room has another epoch: a reset");
+    assert_ne!(first.epoch, welcome.epoch);
+    let (mut home, first) = join_v1(&node1.url(&since)).await;
+    assert_eq!((first.kind, first.seq), (2, 4), "the same node recovers");
+    assert_eq!(decode(recv(&mut home).await).payload, b"missed".to_vec());
+    common::send_text(&mut anchor2, "both").await;
+    assert_eq!(next_v1(&mut elsewhere).await.payload, b"both".to_vec());
+    assert_eq!(next_v1(&mut home).await.payload, b"both".to_vec());
+    for node in [node1, node2] {
+        node.shutdown().await.unwrap();
+    }
+}
