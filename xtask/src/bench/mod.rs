@@ -28,7 +28,7 @@ use crate::project::Project;
 /// taking turns, and report the median run: single runs on these shared machines
 /// vary by a third, and the closest scenarios' servers are within a few percent of
 /// each other, which one run cannot tell apart.
-const REPEATS: usize = 3;
+const REPEATS: usize = 5;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

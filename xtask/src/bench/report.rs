@@ -31,7 +31,40 @@ pub fn median(scenario: &str, server: Server, runs: &[(Server, Result<Value, Str
     };
     ok.sort_by(|a, b| key(a).total_cmp(&key(b)));
     let middle = ok.get(ok.len().checked_div(2).unwrap_or(0))?;
-    Some(json!({"scenario": scenario, "server": server.name(), "result": middle, "runs": ok.len()}))
+    // Every run's figures, so that the report shows the spread beside the median.
+    let each = |path: &[&str]| -> Vec<f64> { ok.iter().filter_map(|v| num(Some(v), path)).collect() };
+    let spread = json!({
+        "per_cpu": each(&[keys::DELIVERIES_PER_SERVER_CPU_S]),
+        "p50": each(&[keys::LATENCY_MS, keys::P50]),
+        "p99": each(&[keys::LATENCY_MS, keys::P99]),
+    });
+    Some(
+        json!({"scenario": scenario, "server": server.name(), "result": middle, "runs": ok.len(), "spread": spread}),
+    )
+}
+
+/// The lowest and highest of one figure across a scenario's runs, as `(low–high)`,
+/// when it ran more than once; empty otherwise.
+fn spread(
+    results: &[Value],
+    scenario: &str,
+    server: &str,
+    figure: &str,
+    scale: f64,
+    digits: usize,
+) -> String {
+    let values: Vec<f64> = results
+        .iter()
+        .find(|r| r["scenario"] == scenario && r["server"] == server)
+        .and_then(|r| r.get("spread")?.get(figure)?.as_array())
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    if values.len() < 2 {
+        return String::new();
+    }
+    let low = values.iter().copied().fold(f64::INFINITY, f64::min) / scale;
+    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max) / scale;
+    format!(" ({low:.digits$}–{high:.digits$})")
 }
 
 /// Whether `server` ran `scenario` at all (a failed run counts).
@@ -80,7 +113,8 @@ pub fn markdown(project: &Project, results: &[Value], command: &str, elapsed: Du
          pinned to CPU 0 (`taskset -c 0`); the load generator `wsload` runs on CPU 1. \
          Messages are 64 bytes; 1 s warm-up, then a 3 s measurement window. The fan-out, \
          fixed-rate and rooms scenarios run {REPEATS} times for wsbroker and Bun, the two taking \
-         turns, and show the median run (by deliveries per CPU-second, and by p99); Node's \
+         turns, and show the median run (by deliveries per CPU-second, and by p99) with the \
+         lowest and highest of the runs in brackets; Node's \
          `ws`, a reference far from both, runs once. These \
          machines are shared and noisy, so compare servers within one run, as ratios.\n",
         elapsed.as_secs_f64(),
@@ -100,7 +134,7 @@ pub fn markdown(project: &Project, results: &[Value], command: &str, elapsed: Du
         md,
         "| scenario | server | deliveries / server-CPU-s | deliveries / s | dropped by the server | server CPU | wsload CPU | vs Bun |\n|---|---|---|---|---|---|---|---|"
     );
-    for scenario in ["fanout-1000", "fanout-100x10", "fanout-1000-tls"] {
+    for scenario in ["fanout-1000", "fanout-100x10", "fanout-1000-tls", "fanout-1000-v1"] {
         let bun = num(get(results, scenario, "bun"), &[keys::DELIVERIES_PER_SERVER_CPU_S]);
         // Servers that did not run a scenario (Node's `ws` over TLS) get no row.
         for server in servers.iter().filter(|s| ran(results, scenario, s)) {
@@ -109,8 +143,9 @@ pub fn markdown(project: &Project, results: &[Value], command: &str, elapsed: Du
             let saturated = r.and_then(|r| r[keys::LOADGEN_SATURATED].as_bool()).unwrap_or(false);
             let _ = writeln!(
                 md,
-                "| {scenario} | {server} | {} | {} | {} | {} | {}{} | {} |",
+                "| {scenario} | {server} | {}{} | {} | {} | {} | {}{} | {} |",
                 fmt_m(per_cpu),
+                spread(results, scenario, server, "per_cpu", 1e6, 2),
                 fmt_m(num(r, &[keys::DELIVERIES_PER_S])),
                 num(r, &[keys::SERVER_DROPPED_OUTBOX_FULL])
                     .map_or("not reported".to_owned(), |d| format!("{d:.0}")),
@@ -139,9 +174,11 @@ pub fn markdown(project: &Project, results: &[Value], command: &str, elapsed: Du
             let r = get(results, scenario, server);
             let _ = writeln!(
                 md,
-                "| {scenario} | {server} | {} | {} | {} | {} | {} | {} |",
+                "| {scenario} | {server} | {}{} | {}{} | {} | {} | {} | {} |",
                 fmt_ms(num(r, &[keys::LATENCY_MS, keys::P50])),
+                spread(results, scenario, server, "p50", 1.0, 2),
                 fmt_ms(num(r, &[keys::LATENCY_MS, keys::P99])),
+                spread(results, scenario, server, "p99", 1.0, 2),
                 fmt_ms(num(r, &[keys::LATENCY_MS, keys::P999])),
                 fmt_ms(num(r, &[keys::LATENCY_MS, keys::MAX])),
                 fmt_pct(num(r, &[keys::SERVER_CPU_FRACTION])),
@@ -286,6 +323,20 @@ mod tests {
             [(Server::Bun, fixed_rate(9.0)), (Server::Bun, fixed_rate(5.0)), (Server::Bun, fixed_rate(7.0))];
         let median_run = median("fixed-rate", Server::Bun, &latency).unwrap();
         assert_eq!(num(median_run.get("result"), &[keys::LATENCY_MS, keys::P99]), Some(7.0));
+    }
+
+    #[test]
+    fn the_spread_of_the_runs_is_shown_beside_the_median() {
+        let runs = vec![
+            (Server::Wsbroker, flat_out(9.5e6)),
+            (Server::Wsbroker, flat_out(11.0e6)),
+            (Server::Wsbroker, flat_out(10.5e6)),
+        ];
+        let results = vec![median("fanout", Server::Wsbroker, &runs).unwrap()];
+        assert_eq!(spread(&results, "fanout", "wsbroker", "per_cpu", 1e6, 2), " (9.50–11.00)");
+        assert_eq!(spread(&results, "fanout", "bun", "per_cpu", 1e6, 2), "", "did not run");
+        let once = vec![median("rooms", Server::Bun, &[(Server::Bun, fixed_rate(5.0))]).unwrap()];
+        assert_eq!(spread(&once, "rooms", "bun", "p99", 1.0, 2), "", "one run has no spread");
     }
 
     #[test]
