@@ -260,13 +260,38 @@ async fn a_slow_v1_member_disconnected_with_1008_resumes_from_its_last_seq() {
         }
     }
     assert!(last < published, "the message that found its outbox full was not delivered");
-    // Resuming from there gives exactly what it missed.
-    let (mut back, welcome) = join_v1(&server.url(&format!("/sd?since={}:{last}", welcome.epoch))).await;
-    assert_eq!((welcome.kind, welcome.seq), (WELCOME, published));
-    for seq in last + 1..=published {
-        assert_eq!(next_v1(&mut back).await.seq, seq);
+    // Resuming from there gives exactly what it missed, when that fits a new outbox
+    // with the welcome (what the kicked writer still had queued is lost with the
+    // connection, so how much it missed depends on how far its writer got).
+    let missed = published - last;
+    let (mut back, first) = join_v1(&server.url(&format!("/sd?since={}:{last}", welcome.epoch))).await;
+    eprintln!(
+        "missed {missed} of {published}: {}",
+        if first.kind == WELCOME { "recovered" } else { "reset" }
+    );
+    if missed < 64 {
+        assert_eq!((first.kind, first.seq), (WELCOME, published));
+        for seq in last + 1..=published {
+            assert_eq!(next_v1(&mut back).await.seq, seq);
+        }
+    } else {
+        assert_eq!((first.kind, first.seq), (RESET, published));
     }
     server.shutdown().await.unwrap();
+}
+
+/// Scrapes `/metrics` until `done` holds for it (failing after the event timeout),
+/// and returns that scrape.
+async fn scrape_until(metrics: std::net::SocketAddr, done: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let (_, body) = get(metrics, "/metrics").await;
+        if done(&body) {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the metrics never showed it:\n{body}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Publishes `m{i}` for i = 1, 2, … from a plain member of `room` (which it creates,
@@ -413,17 +438,19 @@ async fn more_missed_than_the_outbox_holds_or_older_than_the_ttl_gets_a_reset() 
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let (_ws, first) = join_v1(&server.url(&format!("/big?since={epoch}:19"))).await;
     assert_eq!((first.kind, first.seq), (RESET, 20));
-    let (_, body) = get(server.metrics_addr.unwrap(), "/metrics").await;
+    // The broker copies its counters for the endpoint after each operation, which a
+    // client may see the effects of first: wait for the scrape to show them.
+    let metrics = server.metrics_addr.unwrap();
+    let body = scrape_until(metrics, |m| sample(m, "wsbroker_resumes_total{result=\"reset\"}") == 2.0).await;
     assert_eq!(sample(&body, "wsbroker_resumes_total{result=\"recovered\"}"), 1.0);
-    assert_eq!(sample(&body, "wsbroker_resumes_total{result=\"reset\"}"), 2.0);
     // 20 messages are kept (until a later one passes their TTL), each charged.
     assert!(sample(&body, "wsbroker_history_bytes") > 20.0 * 17.0);
     // A later message evicts the expired ones: only it is charged then.
     common::send_text(&mut anchor, "fresh").await;
     recv(&mut anchor).await;
-    let (_, body) = get(server.metrics_addr.unwrap(), "/metrics").await;
+    let body = scrape_until(metrics, |m| sample(m, "wsbroker_history_bytes") < 300.0).await;
     let one = sample(&body, "wsbroker_history_bytes");
-    assert!(one > 0.0 && one < 300.0, "one message charged {one} bytes");
+    assert!(one > 0.0, "one message charged {one} bytes");
     server.shutdown().await.unwrap();
 }
 

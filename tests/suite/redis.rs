@@ -294,19 +294,26 @@ async fn the_delivery_contract_holds_per_node() {
     let node1 = TestServer::with(with_history(redis.url())).await;
     let node2 = TestServer::with(with_history(redis.url())).await;
     // A plain member on each node keeps the room alive there.
-    let _anchor1 = node1.join("/v").await;
+    let mut anchor1 = node1.join("/v").await;
     let mut anchor2 = node2.join("/v").await;
     let (mut v1, welcome) = join_v1(&node1.url("/v")).await;
     redis.wait_numsub("wsbroker:/v", 2, false).await;
+    // Each message is read by both anchors, so each node has handled it before the
+    // next step.
+    let mut publish = async |text: &str| {
+        common::send_text(&mut anchor2, text).await;
+        assert_eq!(recv(&mut anchor2).await, Message::text(text));
+        assert_eq!(recv(&mut anchor1).await, Message::text(text));
+    };
     for i in 1..=3u64 {
-        common::send_text(&mut anchor2, &format!("from node 2: {i}")).await;
+        publish(&format!("from node 2: {i}")).await;
         let frame = next_v1(&mut v1).await;
         assert_eq!((frame.epoch, frame.seq), (welcome.epoch, i), "numbered by the node that delivers it");
         assert_eq!(frame.payload, format!("from node 2: {i}").into_bytes());
     }
     drop(v1);
     node1.wait_members("/v", 1).await;
-    common::send_text(&mut anchor2, "missed").await;
+    publish("missed").await;
     let since = format!("/v?since={}:3", welcome.epoch);
     let (mut elsewhere, first) = join_v1(&node2.url(&since)).await;
     assert_eq!(first.kind, 3, "another node's room has another epoch: a reset");
@@ -314,7 +321,7 @@ async fn the_delivery_contract_holds_per_node() {
     let (mut home, first) = join_v1(&node1.url(&since)).await;
     assert_eq!((first.kind, first.seq), (2, 4), "the same node recovers");
     assert_eq!(decode(recv(&mut home).await).payload, b"missed".to_vec());
-    common::send_text(&mut anchor2, "both").await;
+    publish("both").await;
     assert_eq!(next_v1(&mut elsewhere).await.payload, b"both".to_vec());
     assert_eq!(next_v1(&mut home).await.payload, b"both".to_vec());
     for node in [node1, node2] {
