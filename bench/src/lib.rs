@@ -48,3 +48,14 @@ pub mod keys {
     /// for full outboxes (from its `/metrics`).
     pub const SERVER_DROPPED_OUTBOX_FULL: &str = "server_dropped_outbox_full";
 }
+
+/// Raises this process's soft limit on open files to the hard one, since a run
+/// opens a connection per client; returns the soft limit it could not raise from.
+pub fn raise_nofile_limit() -> Result<(), u64> {
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard).map_err(|_| soft)
+        }
+        _ => Ok(()),
+    }
+}

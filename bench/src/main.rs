@@ -152,11 +152,8 @@ fn main() -> std::process::ExitCode {
         eprintln!("error: --rate must be a positive number of messages per second");
         return std::process::ExitCode::from(2);
     }
-    // Many connections need many descriptors; raise our soft limit to the hard one.
-    if let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE)
-        && soft < hard
-        && rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard).is_err()
-    {
+    // A connection per client needs as many descriptors.
+    if let Err(soft) = wsbench::raise_nofile_limit() {
         eprintln!("warning: could not raise RLIMIT_NOFILE from {soft}");
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

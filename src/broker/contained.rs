@@ -11,6 +11,8 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use super::stats::Counters;
+
 /// Runs `effect`, catching any panic in it: its result, or `None` if it panicked.
 ///
 /// The panic payload is deliberately leaked rather than dropped: dropping a payload
@@ -30,5 +32,13 @@ pub(crate) fn contained<T>(effect: impl FnOnce() -> T) -> Option<T> {
             std::mem::forget(payload);
             None
         }
+    }
+}
+
+/// Counts a panic caught in a contained effect (`None` from [`contained`]).
+#[inline(always)]
+pub(crate) fn caught(counters: &mut Counters, effect: Option<()>) {
+    if effect.is_none() {
+        counters.panics_caught = counters.panics_caught.wrapping_add(1);
     }
 }

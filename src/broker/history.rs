@@ -31,7 +31,7 @@ pub(crate) fn millis_since(zero: Instant) -> u64 {
     u64::try_from(zero.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-use super::contained::contained;
+use super::contained::{caught, contained};
 use super::ring::Ring;
 use super::stats::Counters;
 use crate::connection::frame::Frame;
@@ -350,12 +350,4 @@ fn uncharge(total: &mut usize, ring: &mut usize, frame: &Frame) {
     let cost = charge_of(frame);
     *total = total.saturating_sub(cost);
     *ring = ring.saturating_sub(cost);
-}
-
-/// Counts a panic caught in a contained effect (`None` from [`contained`]).
-#[inline(always)]
-fn caught(counters: &mut Counters, effect: Option<()>) {
-    if effect.is_none() {
-        counters.panics_caught = counters.panics_caught.wrapping_add(1);
-    }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
-use super::contained::contained;
+use super::contained::{caught, contained};
 use super::delivery::{Delivery, Epochs, Since};
 use super::history::{Ledger, millis_since};
 use super::stats::{BrokerStats, Counters, MemberStats, RoomStats};
@@ -192,14 +192,6 @@ impl Rooms {
         self.counters.panics_caught = self.counters.panics_caught.wrapping_add(1);
     }
 
-    /// Counts a panic caught in a contained effect (`None` from [`contained`]).
-    #[inline(always)]
-    fn caught(counters: &mut Counters, effect: Option<()>) {
-        if effect.is_none() {
-            counters.panics_caught = counters.panics_caught.wrapping_add(1);
-        }
-    }
-
     /// Registers `member` in `room`, receiving messages as `delivery` says. The
     /// decision is proven; growing storage (a new room, a longer member list) is an
     /// allocation, so it runs contained, and so does telling the bridge about a new
@@ -217,15 +209,15 @@ impl Rooms {
             let epoch = self.epochs.next();
             let (rooms, name) = (&mut self.rooms, Arc::clone(room));
             let made = contained(move || make_room(rooms, name, epoch, sequenced));
-            Self::caught(&mut self.counters, made.map(|_| ()));
+            caught(&mut self.counters, made.map(|_| ()));
             if made == Some(true)
                 && let Some(bridge) = &self.bridge
             {
                 let subscribe = Membership::Subscribe(Arc::clone(room));
-                Self::caught(&mut self.counters, contained(|| bridge.membership(subscribe)));
+                caught(&mut self.counters, contained(|| bridge.membership(subscribe)));
             }
             if let Err(member) = self.try_join(member, room, sequenced) {
-                Self::caught(&mut self.counters, contained(move || drop(member)));
+                caught(&mut self.counters, contained(move || drop(member)));
                 return;
             }
         }
@@ -293,7 +285,7 @@ impl Rooms {
                 false
             }
         };
-        Self::caught(counters, contained(move || drop(greeting)));
+        caught(counters, contained(move || drop(greeting)));
         if open && let Some(replay) = replay {
             let mut i = 0;
             while let Some(frame) = replay.get(i) {
@@ -310,7 +302,7 @@ impl Rooms {
         }
         if !open && let Some(gone) = sequenced.pop() {
             if removed.len() >= removed.capacity() {
-                Self::caught(counters, contained(|| removed.reserve(1)));
+                caught(counters, contained(|| removed.reserve(1)));
             }
             Self::hold(removed, counters, gone);
         }
@@ -322,7 +314,7 @@ impl Rooms {
     pub(crate) fn leave(&mut self, id: ConnId, room: &str) {
         if self.removed.len() >= self.removed.capacity() {
             let removed = &mut self.removed;
-            Self::caught(&mut self.counters, contained(|| removed.reserve(1)));
+            caught(&mut self.counters, contained(|| removed.reserve(1)));
         }
         let Some(r) = self.rooms.get_mut(room) else { return };
         let Some(gone) = take(&mut r.members, id).or_else(|| take(&mut r.sequenced, id)) else { return };
@@ -331,7 +323,7 @@ impl Rooms {
             // Kept until the operation ends. One operation empties at most one room,
             // so the slot is free; its old value is dropped contained all the same.
             let earlier = std::mem::replace(&mut self.emptied, self.rooms.remove_entry(room));
-            Self::caught(&mut self.counters, contained(move || drop(earlier)));
+            caught(&mut self.counters, contained(move || drop(earlier)));
         }
     }
 
@@ -343,7 +335,7 @@ impl Rooms {
         if removed.len() < removed.capacity() {
             removed.push(gone);
         } else {
-            Self::caught(counters, contained(move || drop(gone)));
+            caught(counters, contained(move || drop(gone)));
         }
     }
 
@@ -387,7 +379,7 @@ impl Rooms {
         if origin != Origin::Remote
             && let Some(bridge) = bridge
         {
-            Self::caught(counters, contained(|| bridge.publish(room, frame)));
+            caught(counters, contained(|| bridge.publish(room, frame)));
         }
         let Some(r) = rooms.get_mut(&**room) else {
             // The publisher's room is gone (its membership was dropped by the broker
@@ -411,7 +403,7 @@ impl Rooms {
         // only when the room has grown past every room before it.
         let wanted = r.members.len().saturating_add(r.sequenced.len());
         if removed.capacity() < wanted {
-            Self::caught(counters, contained(|| removed.reserve(wanted)));
+            caught(counters, contained(|| removed.reserve(wanted)));
         }
         let pass = Pass { from, settings: *settings, room };
         // The clock is read at most once per publish, and only if something is
@@ -430,12 +422,12 @@ impl Rooms {
             // Only a TTL needs the time of each message.
             let at = if limits.ttl.is_some() { contained(|| millis_since(*started)).unwrap_or(0) } else { 0 };
             let unkept = ledger.keep(&mut r.history, seq, envelope, at, counters);
-            Self::caught(counters, contained(move || drop(unkept)));
+            caught(counters, contained(move || drop(unkept)));
         }
         if empty {
             // As in `leave`.
             let earlier = std::mem::replace(emptied, rooms.remove_entry(&**room));
-            Self::caught(counters, contained(move || drop(earlier)));
+            caught(counters, contained(move || drop(earlier)));
         }
     }
 
@@ -451,13 +443,13 @@ impl Rooms {
         let Some((name, room)) = rooms.iter_mut().next() else { return 0 };
         let quota = count.min(room.members.len().saturating_add(room.sequenced.len()));
         if removed.capacity().saturating_sub(removed.len()) < quota {
-            Self::caught(counters, contained(|| removed.reserve(quota)));
+            caught(counters, contained(|| removed.reserve(quota)));
         }
         let mut shed = 0usize;
         while shed < quota
             && let Some(member) = room.members.pop().or_else(|| room.sequenced.pop())
         {
-            Self::caught(counters, contained(|| kick_to_drain(&member, name)));
+            caught(counters, contained(|| kick_to_drain(&member, name)));
             Self::hold(removed, counters, member);
             shed = shed.wrapping_add(1);
         }
@@ -466,7 +458,7 @@ impl Rooms {
             // As in `leave`.
             let name = Arc::clone(name);
             let earlier = std::mem::replace(emptied, rooms.remove_entry(&*name));
-            Self::caught(counters, contained(move || drop((earlier, name))));
+            caught(counters, contained(move || drop((earlier, name))));
         }
         shed
     }
@@ -478,15 +470,15 @@ impl Rooms {
     pub(crate) fn finish(&mut self, panics_before: u64) {
         if !self.removed.is_empty() {
             let removed = &mut self.removed;
-            Self::caught(&mut self.counters, contained(|| removed.clear()));
+            caught(&mut self.counters, contained(|| removed.clear()));
         }
         if let Some((name, room)) = self.emptied.take() {
             self.ledger.forget(room.history, &mut self.counters);
             if let Some(bridge) = &self.bridge {
                 let unsubscribe = Membership::Unsubscribe(Arc::clone(&name));
-                Self::caught(&mut self.counters, contained(|| bridge.membership(unsubscribe)));
+                caught(&mut self.counters, contained(|| bridge.membership(unsubscribe)));
             }
-            Self::caught(&mut self.counters, contained(move || drop((name, room))));
+            caught(&mut self.counters, contained(move || drop((name, room))));
         }
         if self.counters.panics_caught != panics_before {
             self.repair();
@@ -503,7 +495,7 @@ impl Rooms {
             if let Some((_, room)) = &entry {
                 self.ledger.forget(room.history, &mut self.counters);
             }
-            Self::caught(&mut self.counters, contained(move || drop((entry, name))));
+            caught(&mut self.counters, contained(move || drop((entry, name))));
         }
     }
 
@@ -512,7 +504,7 @@ impl Rooms {
     /// only: it is how the tests reach location ⑤).
     pub(crate) fn remove_room(&mut self, room: &str) {
         let earlier = std::mem::replace(&mut self.emptied, self.rooms.remove_entry(room));
-        Self::caught(&mut self.counters, contained(move || drop(earlier)));
+        caught(&mut self.counters, contained(move || drop(earlier)));
     }
 
     /// A snapshot for [`crate::ServerHandle::stats`]. Allocates; not on the hot path.
@@ -595,12 +587,12 @@ fn fan_out(
                 counters.dropped_full = counters.dropped_full.wrapping_add(1);
                 match slow_consumer {
                     SlowConsumer::Drop => {
-                        Rooms::caught(counters, contained(|| log_drop(member, pass.room, now)));
+                        caught(counters, contained(|| log_drop(member, pass.room, now)));
                         true
                     }
                     SlowConsumer::Disconnect => {
                         counters.slow_disconnects = counters.slow_disconnects.wrapping_add(1);
-                        Rooms::caught(counters, contained(|| kick(member, pass.room)));
+                        caught(counters, contained(|| kick(member, pass.room)));
                         false
                     }
                 }

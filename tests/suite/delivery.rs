@@ -88,6 +88,21 @@ async fn raw_upgrade(addr: std::net::SocketAddr, path: &str, protocols: &str) ->
     String::from_utf8(reply).unwrap()
 }
 
+/// A v1 member of `room` that does not read yet, with a small receive buffer, so
+/// that its outbox fills soon; returned once it is a member.
+async fn slow_v1(
+    server: &TestServer,
+    room: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let (ws, _) =
+        tokio_tungstenite::client_async(offering(&server.url(room), "wsbroker.v1"), stream).await.unwrap();
+    server.wait_members(room, 1).await;
+    ws
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_v1_member_is_welcomed_then_gets_every_message_numbered_in_order() {
     let server = TestServer::with(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
@@ -162,13 +177,7 @@ async fn a_room_created_again_gets_a_new_epoch_and_counts_from_one() {
 async fn a_stalled_v1_member_sees_a_jump_in_seq_that_the_drop_counter_agrees_with() {
     const N: u64 = 300;
     let server = TestServer::with(|c| c.outbox_capacity = 4).await;
-    // A v1 member that does not read, with a small receive buffer.
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server.addr).await.unwrap();
-    let (mut stalled, _) =
-        tokio_tungstenite::client_async(offering(&server.url("/gap"), "wsbroker.v1"), stream).await.unwrap();
-    server.wait_members("/gap", 1).await;
+    let mut stalled = slow_v1(&server, "/gap").await;
     let mut publisher = server.join("/gap").await;
     let payload = "p".repeat(16 * 1024);
     for _ in 0..N {
@@ -222,12 +231,7 @@ async fn a_slow_v1_member_disconnected_with_1008_resumes_from_its_last_seq() {
         c.slow_consumer = wsbroker::config::SlowConsumer::Disconnect;
     })
     .await;
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server.addr).await.unwrap();
-    let (mut slow, _) =
-        tokio_tungstenite::client_async(offering(&server.url("/sd"), "wsbroker.v1"), stream).await.unwrap();
-    server.wait_members("/sd", 1).await;
+    let mut slow = slow_v1(&server, "/sd").await;
     let mut publisher = server.join("/sd").await;
     let payload = "s".repeat(16 * 1024);
     // Publish until the broker disconnects the member that does not read.

@@ -76,12 +76,9 @@ fn main() -> std::process::ExitCode {
         eprintln!("error: --size must be at least 16 and --rate above 0");
         return std::process::ExitCode::from(2);
     }
-    // A connection per subscriber: raise the soft descriptor limit to the hard one.
-    if let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE)
-        && soft < hard
-        && rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard).is_err()
-    {
-        eprintln!("warning: could not raise RLIMIT_NOFILE");
+    // A connection per client needs as many descriptors.
+    if let Err(soft) = wsbench::raise_nofile_limit() {
+        eprintln!("warning: could not raise RLIMIT_NOFILE from {soft}");
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
