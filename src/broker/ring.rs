@@ -117,8 +117,10 @@ impl<T> Ring<T> {
         if capacity <= self.slots.len() {
             return;
         }
-        // Unwrap the values to the start, then add empty slots after them.
-        self.slots.rotate_left(self.head);
+        // Unwrap the values to the start, then add empty slots after them. (`head`
+        // is always a slot's index, or 0; the `min` keeps `rotate_left` from ever
+        // being handed more than the length, where it panics.)
+        self.slots.rotate_left(self.head.min(self.slots.len()));
         self.head = 0;
         self.slots.resize_with(capacity, || None);
     }
