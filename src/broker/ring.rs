@@ -120,7 +120,8 @@ impl<T> Ring<T> {
         // Unwrap the values to the start, then add empty slots after them. (`head`
         // is always a slot's index, or 0; the `min` keeps `rotate_left` from ever
         // being handed more than the length, where it panics.)
-        self.slots.rotate_left(self.head.min(self.slots.len()));
+        let mid = self.head.min(self.slots.len());
+        self.slots.rotate_left(mid);
         self.head = 0;
         self.slots.resize_with(capacity, || None);
     }
