@@ -1,12 +1,12 @@
 //! `cargo xtask bench`: runs the benchmark scenarios against wsbroker and the chosen
 //! peers, one fresh server per scenario, the server pinned to CPU 0 and the load
-//! generator (`wsload`) to CPU 1 with `taskset`. Peers are installed from npm into
-//! `target/bench/peers`. Writes `target/bench/run.json`, `target/bench/BENCHMARKS.md`
+//! generator (`wsload`, or `wsprobe` for its one scenario) to CPU 1 with `taskset`.
+//! Peers are installed from npm into `target/bench/peers`. Writes `target/bench/run.json`, `target/bench/BENCHMARKS.md`
 //! and `target/bench/benchmarks.svg`; with `--write-docs`, also `BENCHMARKS.md` and
 //! `docs/benchmarks.svg` in the repository.
 //!
-//! Its parts: [`scenarios`] (what each drives), [`processes`] (servers, peers, wsload),
-//! [`report`] (medians and tables), [`plot`] (the SVG).
+//! Its parts: [`scenarios`] (what each drives), [`processes`] (servers, peers, load
+//! clients), [`report`] (medians and tables), [`plot`] (the SVG).
 
 mod plot;
 mod processes;

@@ -1,5 +1,6 @@
 //! The processes a benchmark run is made of: the peers installed from npm, the servers
-//! pinned to CPU 0, wsload pinned to CPU 1, and redis-server for the two-node run.
+//! pinned to CPU 0, the load client (wsload, or wsprobe) pinned to CPU 1, and
+//! redis-server for the two-node run.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -117,20 +118,21 @@ fn start(
     Ok(running)
 }
 
-/// Runs wsload on CPU 1 with `args` and parses its report.
-fn wsload(project: &Project, args: &[&str], scenario: &Scenario, timing: &[&str]) -> Result<Value, String> {
+/// Runs the scenario's load client on CPU 1 with `args` and parses its report.
+fn load(project: &Project, args: &[&str], scenario: &Scenario, timing: &[&str]) -> Result<Value, String> {
+    let client = scenario.client.binary();
     let out = Command::new("taskset")
         .args(["-c", "1"])
-        .arg(project.join("target/release/wsload"))
+        .arg(project.join("target/release").join(client))
         .args(args)
         .args(scenario.args)
         .args(timing)
         .output()
-        .map_err(|e| format!("cannot run wsload: {e}"))?;
+        .map_err(|e| format!("cannot run {client}: {e}"))?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("bad wsload output: {e}"))
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("bad {client} output: {e}"))
 }
 
 /// One run of `scenario` against a fresh `server`.
@@ -163,7 +165,7 @@ pub fn run_one(
     if let Some(ca) = &ca {
         args.extend(["--tls-ca", ca.as_str()]);
     }
-    let result = wsload(project, &args, scenario, timing);
+    let result = load(project, &args, scenario, timing);
     // wsbroker reports what it dropped itself; the peers have no such counter.
     let server_dropped = (server == Server::Wsbroker).then(|| scrape_dropped(metrics_port)).flatten();
     drop(running);
@@ -224,7 +226,7 @@ pub fn run_two_node(project: &Project, scenario: &Scenario, timing: &[&str]) -> 
     };
     let pid = first.0.id().to_string();
     let label = format!("wsbroker/{}", scenario.name);
-    wsload(
+    load(
         project,
         &["--addr", addr1, "--addr2", addr2, "--server-pid", &pid, "--label", &label],
         scenario,

@@ -110,7 +110,8 @@ pub fn markdown(project: &Project, results: &[Value], command: &str, elapsed: Du
     let _ = writeln!(
         md,
         "Produced by `{command}` in {:.0} s on {}. Each scenario starts a fresh server \
-         pinned to CPU 0 (`taskset -c 0`); the load generator `wsload` runs on CPU 1. \
+         pinned to CPU 0 (`taskset -c 0`); the load generator `wsload` runs on CPU 1 \
+         (and for `fixed-rate-wsprobe`, a second client of another design, `wsprobe`). \
          Messages are 64 bytes; 1 s warm-up, then a 3 s measurement window. The fan-out, \
          fixed-rate and rooms scenarios run {REPEATS} times for wsbroker and Bun, the two taking \
          turns, and show the median run (by deliveries per CPU-second, and by p99) with the \
@@ -166,7 +167,7 @@ pub fn markdown(project: &Project, results: &[Value], command: &str, elapsed: Du
         md,
         "| scenario | server | p50 ms | p99 ms | p99.9 ms | max ms | server CPU | undelivered |\n|---|---|---|---|---|---|---|---|"
     );
-    for scenario in ["fixed-rate", "rooms", "two-node"] {
+    for scenario in ["fixed-rate", "fixed-rate-wsprobe", "rooms", "two-node"] {
         for server in &servers {
             if get(results, scenario, server).is_none() {
                 continue;

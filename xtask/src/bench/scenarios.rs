@@ -1,4 +1,4 @@
-//! The benchmark scenarios: what each drives, as wsload arguments.
+//! The benchmark scenarios: what each drives, as load-client arguments.
 
 use super::Server;
 
@@ -7,10 +7,32 @@ pub struct Scenario {
     pub name: &'static str,
     /// What it drives, in words, for the report.
     pub what: &'static str,
-    /// wsload's arguments.
+    /// The load client's arguments.
     pub args: &'static [&'static str],
     /// How the servers are set up for it.
     pub setup: Setup,
+    /// Which load client drives it.
+    pub client: Client,
+}
+
+/// A load client (both in `bench/`, run on CPU 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    /// `wsload`: every scenario's client.
+    Wsload,
+    /// `wsprobe`: a second client of another design (no async runtime, epoll and
+    /// tungstenite's synchronous parser), for the fixed-rate scenario only, so that
+    /// its figures do not rest on one client.
+    Wsprobe,
+}
+
+impl Client {
+    pub fn binary(self) -> &'static str {
+        match self {
+            Self::Wsload => "wsload",
+            Self::Wsprobe => "wsprobe",
+        }
+    }
 }
 
 /// How the servers are set up for a scenario.
@@ -65,90 +87,111 @@ pub const SCENARIOS: &[Scenario] = &[
         what: "1 room, 1000 subscribers, 1 publisher flat out",
         args: &["--subscribers", "1000", "--publishers", "1"],
         setup: Setup::Plain,
+        client: Client::Wsload,
     },
     Scenario {
         name: "fanout-100x10",
         what: "1 room, 100 subscribers, 10 publishers flat out",
         args: &["--subscribers", "100", "--publishers", "10"],
         setup: Setup::Plain,
+        client: Client::Wsload,
     },
     Scenario {
         name: "fanout-1000-v1",
         what: "fanout-1000 with every member on wsbroker.v1: each message numbered, its v1 frame built once",
         args: &["--subscribers", "1000", "--publishers", "1", "--wsbroker-v1"],
         setup: Setup::Sequenced,
+        client: Client::Wsload,
     },
     Scenario {
         name: "fixed-rate",
         what: "1 room, 1000 subscribers, 1 publisher at 1000 msg/s",
         args: &["--subscribers", "1000", "--publishers", "1", "--rate", "1000"],
         setup: Setup::Plain,
+        client: Client::Wsload,
+    },
+    Scenario {
+        name: "fixed-rate-wsprobe",
+        what: "fixed-rate, measured by wsprobe instead of wsload",
+        args: &["--subscribers", "1000", "--rate", "1000"],
+        setup: Setup::Plain,
+        client: Client::Wsprobe,
     },
     Scenario {
         name: "rooms",
         what: "100 rooms x 10 members, each member 10 msg/s",
         args: &["--rooms", "100", "--subscribers", "0", "--publishers", "10", "--rate", "10"],
         setup: Setup::Plain,
+        client: Client::Wsload,
     },
     Scenario {
         name: "idle-10k",
         what: "10,000 idle connections",
         args: &["--idle", "10000"],
         setup: Setup::Plain,
+        client: Client::Wsload,
     },
     Scenario {
         name: "fanout-1000-tls",
         what: "fanout-1000 over TLS (wss://)",
         args: &["--subscribers", "1000", "--publishers", "1"],
         setup: Setup::Tls,
+        client: Client::Wsload,
     },
     Scenario {
         name: "idle-10k-tls",
         what: "idle-10k over TLS (wss://)",
         args: &["--idle", "10000"],
         setup: Setup::Tls,
+        client: Client::Wsload,
     },
     Scenario {
         name: "saturation",
         what: "100 never-reading clients, 10 subscribers, 1 publisher flat out",
         args: &["--stalled", "100", "--subscribers", "10", "--publishers", "1"],
         setup: Setup::Plain,
+        client: Client::Wsload,
     },
     Scenario {
         name: "two-node",
         what: "two wsbroker nodes over Redis, 1 room, 200 subscribers split across them, 1 publisher at 1000 msg/s",
         args: &["--subscribers", "200", "--publishers", "1", "--rate", "1000"],
         setup: Setup::TwoNodes,
+        client: Client::Wsload,
     },
     Scenario {
         name: "handshakes",
         what: "20,000 connections opened and dropped, 32 at a time, no authentication",
         args: &["--handshakes", "20000", "--concurrency", "32"],
         setup: Setup::Plain,
+        client: Client::Wsload,
     },
     Scenario {
         name: "handshakes-tls",
         what: "the same over TLS (wss://): a full TLS handshake (ECDSA P-256, no resumption) before each upgrade",
         args: &["--handshakes", "20000", "--concurrency", "32"],
         setup: Setup::Tls,
+        client: Client::Wsload,
     },
     Scenario {
         name: "handshakes-hs256",
         what: "the same, each with an HS256 token (--auth-key with an HMAC secret)",
         args: &["--handshakes", "20000", "--concurrency", "32"],
         setup: Setup::Token(TokenKind::Hs256),
+        client: Client::Wsload,
     },
     Scenario {
         name: "handshakes-es256",
         what: "the same, each with an ES256 token (--auth-key with an EC P-256 public key)",
         args: &["--handshakes", "20000", "--concurrency", "32"],
         setup: Setup::Token(TokenKind::Es256),
+        client: Client::Wsload,
     },
 ];
 
 /// Whether a scenario's figure is a median of repeated runs (see `REPEATS`): the
-/// fan-out, fixed-rate and rooms scenarios, where the servers are close enough that
+/// fan-out, fixed-rate (with either client) and rooms scenarios, where the servers are close enough that
 /// one run cannot tell them apart.
 pub fn is_repeated(name: &str) -> bool {
-    name.starts_with("fanout") || name == "fixed-rate" || name == "rooms"
+    name.starts_with("fanout") || name.starts_with("fixed-rate") || name == "rooms"
 }
