@@ -5,7 +5,7 @@
 #
 #   bench/ab.sh BINARY_A BINARY_B SCENARIO [RUNS]
 #
-# SCENARIO is fanout-1000, fanout-100x10, fixed-rate or rooms (as in
+# SCENARIO is fanout-1000, fanout-100x10, fanout-1000-v1, fixed-rate or rooms (as in
 # `cargo xtask bench`). Each run starts a fresh server on CPU 0 and wsload on CPU 1
 # (build wsload first: `cargo build --release -p wsbench`). Prints one line per run
 # and, at the end, the median of each side: deliveries per server-CPU-second for the
@@ -19,6 +19,7 @@ runs=${4:-5}
 case $scenario in
   fanout-1000) load=(--subscribers 1000 --publishers 1) ;;
   fanout-100x10) load=(--subscribers 100 --publishers 10) ;;
+  fanout-1000-v1) load=(--subscribers 1000 --publishers 1 --wsbroker-v1) ;;
   fixed-rate) load=(--subscribers 1000 --publishers 1 --rate 1000) ;;
   rooms) load=(--rooms 100 --subscribers 0 --publishers 10 --rate 10) ;;
   *) echo "unknown scenario: $scenario" >&2; exit 2 ;;

@@ -35,6 +35,7 @@ pub fn link_all() {
     let (shed_tx, shed_rx) = oneshot::channel();
     let (_release_tx, release_rx) = oneshot::channel();
     let frame: Frame = Arc::new(b"\x81\x05audit".to_vec());
+    let run = [Arc::clone(&frame), Arc::clone(&frame)];
     for received in [
         Some(Command::Op(Op::Join {
             id: ConnId(1),
@@ -71,7 +72,29 @@ pub fn link_all() {
     ] {
         black_box(black_box(&mut broker).step(black_box(received)));
     }
-    let delivered = outbox_rx.try_recv().is_ok();
+    // A run of publishes, to a plain and a sequenced member, as the broker's loop
+    // hands it over (see `broker::run`).
+    let (run_tx, mut run_rx) = mpsc::channel::<Frame>(black_box(8));
+    for (id, delivery) in [(4, Delivery::Plain), (5, Delivery::Sequenced(Since::Start))] {
+        black_box(black_box(&mut broker).step(black_box(Some(Command::Op(Op::Join {
+            id: ConnId(id),
+            room: Arc::clone(&room),
+            outbox_tx: run_tx.clone(),
+            kick: CancellationToken::new(),
+            delivery: black_box(delivery),
+        })))));
+    }
+    let joins = black_box(&broker).extends_run(
+        Origin::Member(ConnId(4)),
+        &room,
+        black_box(5),
+        black_box(Origin::Member(ConnId(4))),
+        &room,
+        &run[0],
+    );
+    let runs = black_box(black_box(&run).as_slice());
+    black_box(&mut broker).publish_run(black_box(Origin::Member(ConnId(4))), &room, runs);
+    let delivered = outbox_rx.try_recv().is_ok() && run_rx.try_recv().is_ok() && joins;
 
     #[cfg(feature = "no-panic-negative-control")]
     black_box(negative_control(black_box(&[1, 2, 3]), black_box(7)));

@@ -112,6 +112,15 @@ pub enum Hook {
     Leave { room: String, id: ConnId },
 }
 
+/// Most commands the broker takes from its inbox at once, and so the longest run of
+/// publishes it can hand over as one (see [`run`]).
+pub(crate) const RECEIVE_BATCH: usize = 64;
+
+/// The most bytes a run of publishes holds (see [`Broker::extends_run`]): the
+/// writer's default coalescing buffer, so that a run adds nothing to the largest
+/// outbox entry there already was (one message of `--max-message-size`).
+pub(crate) const RUN_BYTES: usize = 16 * 1024;
+
 /// Settings the broker needs from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
@@ -174,7 +183,7 @@ impl Broker {
                 contained(move || drop(room))
             }
             Op::Publish { origin, room, frame } => {
-                rooms.publish(origin, &room, &frame);
+                rooms.publish(origin, &room, std::slice::from_ref(&frame));
                 contained(move || drop((room, frame)))
             }
             Op::Leave { id, room } => {
@@ -205,11 +214,48 @@ impl Broker {
         // Relaxed atomic stores: proven, and cheap next to the operation itself.
         self.metrics.store_broker(self.rooms.counters(), self.rooms.len(), self.rooms.history_bytes());
     }
+
+    /// Publishes a run of messages to `room` from `origin` (one or more, see
+    /// [`Self::extends_run`]), as [`Self::handle`] does one `Op::Publish`.
+    #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
+    pub(crate) fn publish_run(&mut self, origin: Origin, room: &Arc<str>, frames: &[Frame]) {
+        let panics_before = self.rooms.counters().panics_caught;
+        self.rooms.publish(origin, room, frames);
+        self.rooms.finish(panics_before);
+        self.metrics.store_broker(self.rooms.counters(), self.rooms.len(), self.rooms.history_bytes());
+    }
+
+    /// Whether a publish (`origin`, `room`, `frame`) that arrived right after a run
+    /// from `run_origin` to `run_room` of `run_bytes` joins it: the same room; the same
+    /// origin when messages are not echoed to their senders (a member then skips the
+    /// whole run, all of it its own); and at most [`RUN_BYTES`] together, since a run
+    /// is one outbox entry and an entry's size is what bounds an outbox's memory.
+    #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
+    pub(crate) fn extends_run(
+        &self,
+        run_origin: Origin,
+        run_room: &Arc<str>,
+        run_bytes: usize,
+        origin: Origin,
+        room: &Arc<str>,
+        frame: &Frame,
+    ) -> bool {
+        (self.rooms.echo() || origin == run_origin)
+            && room == run_room
+            && run_bytes.saturating_add(frame.len()) <= RUN_BYTES
+    }
 }
 
 /// Runs the broker until every sender of its inbox is gone (location ②, decided by
 /// [`Broker::step`]). The server treats a return while it is still accepting as a
 /// failure (see `server::run`).
+///
+/// It takes what is waiting in the inbox, up to [`RECEIVE_BATCH`] commands at once,
+/// and hands them over in order: each run of consecutive publishes to one room (as
+/// [`Broker::extends_run`] decides) to [`Broker::publish_run`], which delivers it to
+/// each member as one outbox entry where it fits, and every other command to
+/// [`Broker::step`]. Nothing waits to make a run longer: a run is what had already
+/// arrived together.
 pub(crate) async fn run(
     mut inbox_rx: mpsc::Receiver<Command>,
     settings: Settings,
@@ -217,12 +263,51 @@ pub(crate) async fn run(
     bridge: Option<BridgeTx>,
 ) {
     let mut broker = Broker::new(settings, metrics, bridge);
-    loop {
-        let received = inbox_rx.recv().await;
-        match broker.step(received) {
-            Next::Receive => {}
-            Next::Return => break,
-            Next::RunHook(hook) => run_hook(hook, &mut inbox_rx, &mut broker).await,
+    // Both reserved once: `recv_many` takes at most `RECEIVE_BATCH`, so neither grows.
+    let mut received: Vec<Command> = Vec::with_capacity(RECEIVE_BATCH);
+    let mut run: Vec<Frame> = Vec::with_capacity(RECEIVE_BATCH);
+    'receive: loop {
+        if inbox_rx.recv_many(&mut received, RECEIVE_BATCH).await == 0 {
+            // Every sender is gone (location ②): `step` decides to return.
+            if let Next::Return = broker.step(None) {
+                break;
+            }
+            continue;
+        }
+        let mut commands = received.drain(..);
+        let mut next = commands.next();
+        while let Some(command) = next.take() {
+            // One unit of the task's budget per command, as `recv` took one per
+            // command (a run's others below): taking a batch does not let the broker
+            // run further ahead of the writers than before (the outboxes' capacity
+            // is counted in messages).
+            tokio::task::coop::consume_budget().await;
+            let Command::Op(Op::Publish { origin, room, frame }) = command else {
+                match broker.step(Some(command)) {
+                    Next::Receive => {}
+                    Next::Return => break 'receive,
+                    Next::RunHook(hook) => run_hook(hook, &mut inbox_rx, &mut broker).await,
+                }
+                next = commands.next();
+                continue;
+            };
+            let mut bytes = frame.len();
+            run.push(frame);
+            next = commands.next();
+            while let Some(Command::Op(Op::Publish { origin: next_origin, room: next_room, frame: next_frame })) = &next
+                && broker.extends_run(origin, &room, bytes, *next_origin, next_room, next_frame)
+            {
+                bytes = bytes.saturating_add(next_frame.len());
+                if let Some(Command::Op(Op::Publish { frame, .. })) = next.take() {
+                    run.push(frame);
+                }
+                next = commands.next();
+            }
+            broker.publish_run(origin, &room, &run);
+            for _ in 1..run.len() {
+                tokio::task::coop::consume_budget().await;
+            }
+            run.clear();
         }
     }
     tracing::debug!("broker inbox closed and drained; broker returns");

@@ -16,9 +16,11 @@
 //! 3. `connection::reader::Reader::run` reads a frame, builds the server frame once
 //!    (`connection::frame::data`) and sends `Op::Publish` into the broker's inbox
 //!    (failure location ①).
-//! 4. [`broker::run`] receives it (location ②) and calls `Broker::handle`, which calls
-//!    `Rooms::publish`: one `try_send` of a shared clone per member's outbox
-//!    (locations ③ and ④).
+//! 4. [`broker::run`] receives it with what else is waiting (location ②) and, with
+//!    the publishes to the same room that arrived right after it (a run,
+//!    `Broker::extends_run`), calls `Broker::publish_run`, which calls
+//!    `Rooms::publish`: one `try_send` of a shared clone per member's outbox, the
+//!    run's frames back to back where it is several (locations ③ and ④).
 //! 5. `connection::writer::run` takes a batch from its outbox (location ⑤) and
 //!    `connection::write::write_frames` puts it on the socket with one write.
 //!

@@ -34,6 +34,8 @@ mod contract_test;
 #[cfg(test)]
 mod model_test;
 #[cfg(test)]
+mod run_test;
+#[cfg(test)]
 mod tests;
 
 /// Drops for one member are logged at most once per this interval, so a slow
@@ -53,6 +55,13 @@ pub(crate) struct Member {
     dropped: u64,
     /// When drops were last logged for this member.
     drop_logged_at: Option<Instant>,
+    /// Outbox entries handed to this member so far (wrapping). With the entries its
+    /// outbox still holds, it tells which of [`Self::runs`] the writer has taken.
+    handed: u32,
+    /// The runs handed to this member whole (as one entry each) that may still be in
+    /// its outbox. The outbox's capacity counts entries; with these the broker still
+    /// counts messages (see [`queued_messages`]).
+    runs: Runs,
     /// Test-only: every delivery to this member panics inside its contained
     /// `try_send`, so that the property test can check what a caught panic costs.
     #[cfg(test)]
@@ -67,8 +76,82 @@ impl Member {
             kick,
             dropped: 0,
             drop_logged_at: None,
+            handed: 0,
+            runs: Runs::EMPTY,
             #[cfg(test)]
             panics_on_delivery: false,
+        }
+    }
+}
+
+/// How many runs handed whole to one member are counted while they may still be
+/// queued; a further run goes to it message by message until the writer has taken
+/// one. A power of two (the ring below wraps with a mask).
+const RUNS_TRACKED: usize = 4;
+
+/// The runs handed to one member whole that may still be in its outbox, oldest
+/// first: a ring of at most [`RUNS_TRACKED`].
+#[derive(Debug, Clone, Copy)]
+struct Runs {
+    /// For each run: the entry number it was handed as (`Member::handed` then).
+    at: [u32; RUNS_TRACKED],
+    /// For each run: its messages beyond the first (a run holds at most
+    /// `broker::RECEIVE_BATCH`).
+    extra: [u8; RUNS_TRACKED],
+    /// Where the oldest is.
+    head: u8,
+    /// How many there are.
+    len: u8,
+}
+
+impl Runs {
+    const EMPTY: Self = Self { at: [0; RUNS_TRACKED], extra: [0; RUNS_TRACKED], head: 0, len: 0 };
+
+    /// Where the `k`-th oldest run is kept.
+    #[inline(always)]
+    fn slot(&self, k: u8) -> usize {
+        usize::from(self.head.wrapping_add(k)) & (RUNS_TRACKED - 1)
+    }
+
+    fn is_full(&self) -> bool {
+        usize::from(self.len) >= RUNS_TRACKED
+    }
+
+    /// Forgets the runs the writer has taken, those handed as an entry before entry
+    /// number `taken` (the outbox is first in, first out), and returns the messages
+    /// beyond the first of those still queued.
+    #[inline(always)]
+    fn settle(&mut self, taken: u32) -> usize {
+        while self.len != 0
+            && let Some(&at) = self.at.get(self.slot(0))
+        {
+            // `at` is before `taken` when `taken - at` is positive as a signed
+            // distance (entries in flight are far fewer than 2^31).
+            let distance = taken.wrapping_sub(at);
+            if distance == 0 || distance >= 0x8000_0000 {
+                break;
+            }
+            self.head = self.head.wrapping_add(1);
+            self.len = self.len.saturating_sub(1);
+        }
+        let mut extra = 0usize;
+        let mut k = 0u8;
+        while k < self.len {
+            extra = extra.saturating_add(usize::from(self.extra.get(self.slot(k)).copied().unwrap_or(0)));
+            k = k.wrapping_add(1);
+        }
+        extra
+    }
+
+    /// Counts a run just handed as entry number `at`, with `extra` messages beyond
+    /// its first; the caller has checked there is room.
+    #[inline(always)]
+    fn push(&mut self, at: u32, extra: u8) {
+        let slot = self.slot(self.len);
+        if let (Some(a), Some(e)) = (self.at.get_mut(slot), self.extra.get_mut(slot)) {
+            *a = at;
+            *e = extra;
+            self.len = self.len.saturating_add(1);
         }
     }
 }
@@ -258,7 +341,7 @@ impl Rooms {
         let Self { rooms, counters, removed, ledger, started, .. } = self;
         let Some(Room { sequenced, epoch, seq, history, .. }) = rooms.get_mut(room) else { return };
         let (epoch, last) = (*epoch, *seq);
-        let Some(member) = sequenced.last() else { return };
+        let Some(member) = sequenced.last_mut() else { return };
         let replay = match since {
             Since::After { epoch: asked, seq: after } if asked == epoch => {
                 let free = contained(|| member.outbox_tx.capacity()).unwrap_or(0);
@@ -339,13 +422,19 @@ impl Rooms {
         }
     }
 
-    /// Fans `frame` out to every member of `room`: each gets a reference-counted clone
-    /// of the same bytes, so a message costs one copy however many receive it. The
-    /// room numbers the message (its seq grows by one); its sequenced members get its
-    /// `wsbroker.v1` frame, built once (contained: an allocation and a copy) when the
-    /// room has any, or keeps history, and kept in the room's history.
+    /// Fans a run of messages out to every member of `room`: one message, or several
+    /// that reached the broker together (consecutive publishes to this room, see
+    /// `Broker::extends_run`). Each member gets a reference-counted clone of the same
+    /// bytes, so a message costs one copy however many receive it; a run of several
+    /// is handed over as one outbox entry, its frames back to back (built once,
+    /// contained: an allocation and a copy), when all of it fits in the member's
+    /// outbox, and message by message otherwise (see [`offer_run`]). The room numbers
+    /// each message (its seq grows by one per message); its sequenced members get
+    /// the `wsbroker.v1` frames, built once (contained) when the room has any, or
+    /// keeps history, and kept in the room's history.
     ///
-    /// Location ④, decided here per member, in one pass (see [`fan_out`]):
+    /// Location ④, decided here per member and message, in one pass (see
+    /// [`fan_out`]):
     /// - `Ok`: counted as delivered.
     /// - `Full`: the member is slower than the publishers. The message is dropped for
     ///   that member only and counted, so one slow consumer cannot hold back the
@@ -358,20 +447,22 @@ impl Rooms {
     ///   if closed (its writer, seeing its outbox close, sends 1011). Nobody else in
     ///   the room misses the message for it.
     ///
+    /// A run is decided exactly as its messages published one by one would be.
     /// Members removed go to [`Self::removed`], and a room left empty to
     /// [`Self::emptied`], to be dropped when the operation ends.
     #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
     #[inline(never)]
     #[expect(improper_ctypes_definitions, reason = "the C ABI for its nounwind calls; never called from C")]
-    pub(crate) extern "C" fn publish(&mut self, origin: Origin, room: &Arc<str>, frame: &Frame) {
+    pub(crate) extern "C" fn publish(&mut self, origin: Origin, room: &Arc<str>, frames: &[Frame]) {
         let Self { rooms, settings, counters, bridge, removed, emptied, ledger, started, .. } = self;
+        let count = u64::try_from(frames.len()).unwrap_or(u64::MAX);
         let from = match origin {
             Origin::Member(id) => {
-                counters.published = counters.published.wrapping_add(1);
+                counters.published = counters.published.wrapping_add(count);
                 Some(id)
             }
             Origin::Api => {
-                counters.published_api = counters.published_api.wrapping_add(1);
+                counters.published_api = counters.published_api.wrapping_add(count);
                 None
             }
             Origin::Remote => None,
@@ -379,25 +470,34 @@ impl Rooms {
         if origin != Origin::Remote
             && let Some(bridge) = bridge
         {
-            caught(counters, contained(|| bridge.publish(room, frame)));
+            for frame in frames {
+                caught(counters, contained(|| bridge.publish(room, frame)));
+            }
         }
         let Some(r) = rooms.get_mut(&**room) else {
             // The publisher's room is gone (its membership was dropped by the broker
             // and its reader has not noticed yet): nobody to deliver to.
             return;
         };
-        r.seq = r.seq.wrapping_add(1);
-        let (epoch, seq) = (r.epoch, r.seq);
+        let first_seq = r.seq.wrapping_add(1);
+        r.seq = r.seq.wrapping_add(count);
+        let epoch = r.epoch;
         let limits = ledger.limits();
         let keeps_history = limits.size != 0;
-        let envelope = if r.sequenced.is_empty() && !keeps_history {
+        let envelopes = if r.sequenced.is_empty() && !keeps_history {
             None
         } else {
-            let built = contained(|| frame::sequenced(frame, epoch, seq));
+            let built = contained(|| frame::sequenced_run(frames, epoch, first_seq));
             if built.is_none() {
                 counters.panics_caught = counters.panics_caught.wrapping_add(1);
             }
             built.flatten()
+        };
+        // A run of several as one entry per list that has members.
+        let plain_joined = if frames.len() > 1 && !r.members.is_empty() { joined(frames, counters) } else { None };
+        let sequenced_joined = match &envelopes {
+            Some(each) if each.len() > 1 && !r.sequenced.is_empty() => joined(each, counters),
+            _ => None,
         };
         // Room for every member this pass might remove: an allocation, contained, and
         // only when the room has grown past every room before it.
@@ -409,20 +509,29 @@ impl Rooms {
         // The clock is read at most once per publish, and only if something is
         // dropped: the drop log line reads it, contained.
         let mut now: Option<Instant> = None;
-        // Plain members get the frame as sent; sequenced ones its envelope. One loop
-        // over both lists, so that the per-member code (and each contained effect
-        // in it) has one call site, which keeps it inlined and so proven.
-        for (members, frame) in [(&mut r.members, Some(frame)), (&mut r.sequenced, envelope.as_ref())] {
-            if let Some(frame) = frame {
-                fan_out(members, frame, &pass, counters, removed, &mut now);
+        // Plain members get the frames as sent; sequenced ones their envelopes. One
+        // loop over both lists, so that the per-member code (and each contained
+        // effect in it) has one call site, which keeps it inlined and so proven.
+        for (members, run) in [
+            (&mut r.members, Run::of(frames, plain_joined.as_ref())),
+            (&mut r.sequenced, envelopes.as_deref().and_then(|each| Run::of(each, sequenced_joined.as_ref()))),
+        ] {
+            if let Some(run) = run {
+                fan_out(members, &run, &pass, counters, removed, &mut now);
             }
         }
+        caught(counters, contained(move || drop((plain_joined, sequenced_joined))));
         let empty = r.is_empty();
-        if let Some(envelope) = envelope {
+        if let Some(envelopes) = envelopes {
             // Only a TTL needs the time of each message.
             let at = if limits.ttl.is_some() { contained(|| millis_since(*started)).unwrap_or(0) } else { 0 };
-            let unkept = ledger.keep(&mut r.history, seq, envelope, at, counters);
-            caught(counters, contained(move || drop(unkept)));
+            let mut seq = first_seq;
+            for envelope in &envelopes {
+                let unkept = ledger.keep(&mut r.history, seq, Arc::clone(envelope), at, counters);
+                caught(counters, contained(move || drop(unkept)));
+                seq = seq.wrapping_add(1);
+            }
+            caught(counters, contained(move || drop(envelopes)));
         }
         if empty {
             // As in `leave`.
@@ -463,11 +572,18 @@ impl Rooms {
         shed
     }
 
+    /// Whether messages go back to their senders too (not `--no-echo`).
+    #[inline]
+    pub(crate) fn echo(&self) -> bool {
+        self.settings.echo
+    }
+
     /// Ends an operation: drops what it removed and tells the bridge about a room it
     /// emptied (contained: dropping channel ends and the bridge's `try_send` are
     /// opaque), then, if any panic was caught since `panics_before`, repairs.
     #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
-    pub(crate) fn finish(&mut self, panics_before: u64) {
+    #[inline(never)]
+    pub(crate) extern "C" fn finish(&mut self, panics_before: u64) {
         if !self.removed.is_empty() {
             let removed = &mut self.removed;
             caught(&mut self.counters, contained(|| removed.clear()));
@@ -558,13 +674,54 @@ struct Pass<'a> {
     room: &'a str,
 }
 
+/// The run a list of members gets from one publish: `whole`, what it is handed as one
+/// outbox entry (the one frame, or the run's frames back to back), and `each`, its
+/// messages one by one.
+struct Run<'a> {
+    whole: &'a Frame,
+    each: &'a [Frame],
+}
+
+impl<'a> Run<'a> {
+    /// The run of `each`; `None` if it is empty, or if it holds several and their
+    /// joined frame could not be built (`joined` is `None`: a caught panic, counted).
+    #[inline(always)]
+    fn of(each: &'a [Frame], joined: Option<&'a Frame>) -> Option<Self> {
+        let whole = if each.len() == 1 { each.first() } else { joined }?;
+        Some(Self { whole, each })
+    }
+}
+
+/// `frames` back to back, built contained (an allocation and a copy); `None`, counted
+/// as a caught panic, if that panicked.
+#[inline(always)]
+fn joined(frames: &[Frame], counters: &mut Counters) -> Option<Frame> {
+    let built = contained(|| frame::joined(frames));
+    if built.is_none() {
+        counters.panics_caught = counters.panics_caught.wrapping_add(1);
+    }
+    built
+}
+
+/// What became of one run for one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Outcome {
+    /// Messages now in the member's outbox.
+    delivered: u64,
+    /// Messages dropped for a full outbox.
+    full: u64,
+    /// Set when the member's outbox turned out closed, or its `try_send` panicked:
+    /// the member is to be removed (the rest of the run is not offered to it).
+    ended: Option<Offer>,
+}
+
 /// The per-member decision of location ④ (see [`Rooms::publish`]) over one list of a
-/// room's members: offers `frame` to each, counts the outcome, and moves those to
+/// room's members: offers `run` to each, counts the outcome, and moves those to
 /// remove into `removed`.
 #[inline(always)]
 fn fan_out(
     members: &mut Vec<Member>,
-    frame: &Frame,
+    run: &Run<'_>,
     pass: &Pass<'_>,
     counters: &mut Counters,
     removed: &mut Vec<Member>,
@@ -577,36 +734,33 @@ fn fan_out(
             i = i.wrapping_add(1);
             continue;
         }
-        let keep = match offer(member, frame) {
-            Offer::Delivered => {
-                counters.delivered = counters.delivered.wrapping_add(1);
-                true
-            }
-            Offer::Full => {
-                member.dropped = member.dropped.wrapping_add(1);
-                counters.dropped_full = counters.dropped_full.wrapping_add(1);
-                match slow_consumer {
-                    SlowConsumer::Drop => {
-                        caught(counters, contained(|| log_drop(member, pass.room, now)));
-                        true
-                    }
-                    SlowConsumer::Disconnect => {
-                        counters.slow_disconnects = counters.slow_disconnects.wrapping_add(1);
-                        caught(counters, contained(|| kick(member, pass.room)));
-                        false
-                    }
+        let outcome = offer_run(member, run, slow_consumer);
+        counters.delivered = counters.delivered.wrapping_add(outcome.delivered);
+        let mut keep = true;
+        if outcome.full != 0 {
+            member.dropped = member.dropped.wrapping_add(outcome.full);
+            counters.dropped_full = counters.dropped_full.wrapping_add(outcome.full);
+            match slow_consumer {
+                SlowConsumer::Drop => caught(counters, contained(|| log_drop(member, pass.room, now))),
+                SlowConsumer::Disconnect => {
+                    counters.slow_disconnects = counters.slow_disconnects.wrapping_add(1);
+                    caught(counters, contained(|| kick(member, pass.room)));
+                    keep = false;
                 }
             }
-            Offer::Closed => {
-                counters.dropped_closed = counters.dropped_closed.wrapping_add(1);
-                false
-            }
-            Offer::Panicked => {
+        }
+        match outcome.ended {
+            Some(Offer::Panicked) => {
                 counters.dropped_closed = counters.dropped_closed.wrapping_add(1);
                 counters.panics_caught = counters.panics_caught.wrapping_add(1);
-                false
+                keep = false;
             }
-        };
+            Some(_) => {
+                counters.dropped_closed = counters.dropped_closed.wrapping_add(1);
+                keep = false;
+            }
+            None => {}
+        }
         // Removed by swapping the last member in (order does not matter), which is
         // then looked at next.
         if !keep && i < members.len() {
@@ -618,11 +772,83 @@ fn fan_out(
     }
 }
 
-/// Location ④: offers `frame` to one member's outbox. tokio's `try_send`, with the
-/// reference it takes on the frame (and the one it hands back when the outbox is
-/// full or closed, dropped here), is opaque to the proof, so it runs contained.
+/// Location ④ for one member and one run, decided exactly as the run's messages
+/// published one by one would be: each goes into the outbox while the member's
+/// queued messages are fewer than its outbox's capacity, and is dropped otherwise
+/// (under `--slow-consumer disconnect`, the first drop ends the member's turn).
+///
+/// A run of several goes whole, as one entry, when all of it fits and fewer than
+/// [`RUNS_TRACKED`] runs of this member's may still be queued (see
+/// [`queued_messages`]); otherwise message by message. One message with no run
+/// queued needs no count: the outbox's own capacity decides, as it always has.
 #[inline(always)]
-fn offer(member: &Member, frame: &Frame) -> Offer {
+fn offer_run(member: &mut Member, run: &Run<'_>, slow_consumer: SlowConsumer) -> Outcome {
+    let mut outcome = Outcome { delivered: 0, full: 0, ended: None };
+    let count = run.each.len();
+    let (whole, mut room_left) = if member.runs.len == 0 && count == 1 {
+        (true, usize::MAX)
+    } else {
+        let Some((queued, capacity)) = queued_messages(member) else {
+            outcome.ended = Some(Offer::Panicked);
+            return outcome;
+        };
+        let left = capacity.saturating_sub(queued);
+        (count <= left && (count == 1 || !member.runs.is_full()), left)
+    };
+    let (units, weight) = if whole { (std::slice::from_ref(run.whole), count) } else { (run.each, 1) };
+    let weight_u64 = u64::try_from(weight).unwrap_or(u64::MAX);
+    for unit in units {
+        if room_left >= weight {
+            match offer(member, unit) {
+                Offer::Delivered => {
+                    outcome.delivered = outcome.delivered.wrapping_add(weight_u64);
+                    room_left = room_left.saturating_sub(weight);
+                    if weight > 1 {
+                        let extra = u8::try_from(weight.saturating_sub(1)).unwrap_or(u8::MAX);
+                        member.runs.push(member.handed.wrapping_sub(1), extra);
+                    }
+                    continue;
+                }
+                Offer::Full => {}
+                ended @ (Offer::Closed | Offer::Panicked) => {
+                    outcome.ended = Some(ended);
+                    break;
+                }
+            }
+        }
+        match slow_consumer {
+            SlowConsumer::Drop => outcome.full = outcome.full.wrapping_add(weight_u64),
+            SlowConsumer::Disconnect => {
+                outcome.full = outcome.full.wrapping_add(1);
+                break;
+            }
+        }
+    }
+    outcome
+}
+
+/// This member's queued messages and its outbox's capacity: the entries in its
+/// outbox (tokio counts those), plus the messages beyond the first of each run
+/// handed over whole that is still among them. The outbox is first in, first out,
+/// so the writer has taken the first `handed - entries` entries ever handed, and a
+/// run handed as an entry before that is gone. Reads tokio's semaphore, contained;
+/// `None` if that panicked.
+#[inline(always)]
+fn queued_messages(member: &mut Member) -> Option<(usize, usize)> {
+    let outbox_tx = &member.outbox_tx;
+    let (capacity, free) = contained(|| (outbox_tx.max_capacity(), outbox_tx.capacity()))?;
+    let entries = capacity.saturating_sub(free);
+    let taken = member.handed.wrapping_sub(u32::try_from(entries).unwrap_or(u32::MAX));
+    let extra = member.runs.settle(taken);
+    Some((entries.saturating_add(extra), capacity))
+}
+
+/// Location ④: offers `frame` to one member's outbox, and counts the entry handed
+/// if it went in. tokio's `try_send`, with the reference it takes on the frame (and
+/// the one it hands back when the outbox is full or closed, dropped here), is opaque
+/// to the proof, so it runs contained.
+#[inline(always)]
+fn offer(member: &mut Member, frame: &Frame) -> Offer {
     let sent = contained(|| {
         #[cfg(test)]
         if member.panics_on_delivery {
@@ -634,7 +860,11 @@ fn offer(member: &Member, frame: &Frame) -> Offer {
             Err(TrySendError::Closed(_)) => Offer::Closed,
         }
     });
-    sent.unwrap_or(Offer::Panicked)
+    let offer = sent.unwrap_or(Offer::Panicked);
+    if offer == Offer::Delivered {
+        member.handed = member.handed.wrapping_add(1);
+    }
+    offer
 }
 
 /// Disconnects `member` as a slow consumer: its reader sees the token and has the

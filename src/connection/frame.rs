@@ -95,6 +95,32 @@ pub(crate) fn sequenced(plain: &[u8], epoch: u64, seq: u64) -> Option<Frame> {
     Some(envelope(kind, epoch, seq, payload))
 }
 
+/// The `wsbroker.v1` frames of a run of published messages (see [`joined`]), numbered
+/// from `first_seq`; `None` if any of them is not a text or binary frame.
+pub(crate) fn sequenced_run(plain: &[Frame], epoch: u64, first_seq: u64) -> Option<Vec<Frame>> {
+    let mut seq = first_seq;
+    plain
+        .iter()
+        .map(|frame| {
+            let envelope = sequenced(frame, epoch, seq);
+            seq = seq.wrapping_add(1);
+            envelope
+        })
+        .collect()
+}
+
+/// A run of frames back to back, as one buffer: the broker hands a run of messages
+/// to one room that reached it together to each member's outbox as one entry, and
+/// the writer writes it as it is (a client reads the frames one by one).
+pub(crate) fn joined(frames: &[Frame]) -> Frame {
+    let len = frames.iter().fold(0usize, |len, frame| len.saturating_add(frame.len()));
+    let mut bytes = Vec::with_capacity(len);
+    for frame in frames {
+        bytes.extend_from_slice(frame);
+    }
+    Arc::new(bytes)
+}
+
 /// The frame for a client's data message; `None` for anything that is not text or
 /// binary (control messages are never published).
 pub(crate) fn data(message: &Message) -> Option<Frame> {
@@ -172,6 +198,17 @@ mod tests {
         let welcome = envelope(kind::WELCOME, 7, 0, &[]);
         assert_eq!(parse(&welcome).unwrap().1.len(), ENVELOPE_HEAD);
         assert_eq!(sequenced(&close(CloseCode::Away, ""), 1, 1), None);
+    }
+
+    #[test]
+    fn a_run_is_its_frames_back_to_back_and_numbered_in_order() {
+        let run = [build(TEXT, b"a"), build(BINARY, b"bc")];
+        assert_eq!(&joined(&run)[..], &[0x81, 1, b'a', 0x82, 2, b'b', b'c'][..]);
+        let envelopes = sequenced_run(&run, 7, 41).unwrap();
+        assert_eq!(envelopes.len(), 2);
+        assert_eq!(envelopes[0], sequenced(&run[0], 7, 41).unwrap());
+        assert_eq!(envelopes[1], sequenced(&run[1], 7, 42).unwrap());
+        assert_eq!(sequenced_run(&[build(TEXT, b"a"), close(CloseCode::Away, "")], 7, 1), None);
     }
 
     #[test]

@@ -154,7 +154,7 @@ fn run(history: usize, outbox: usize, steps: &[Step]) -> Result<(), TestCaseErro
             Step::Publish { room } => {
                 payloads += 1;
                 let frame = frame::build(BINARY, &payloads.to_be_bytes());
-                rooms.publish(Origin::Api, &name(room), &frame);
+                rooms.publish(Origin::Api, &name(room), std::slice::from_ref(&frame));
                 if let Some(r) = model.get_mut(&room).filter(|r| !r.members.is_empty()) {
                     r.published.push(payloads);
                 }

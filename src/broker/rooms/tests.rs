@@ -14,7 +14,7 @@ impl Rooms {
     /// Publishes from `from` (a member) and ends the operation.
     fn publish_from(&mut self, from: ConnId, room: &str, frame: &Frame) {
         let before = self.counters.panics_caught;
-        self.publish(Origin::Member(from), &Arc::from(room), frame);
+        self.publish(Origin::Member(from), &Arc::from(room), std::slice::from_ref(frame));
         self.finish(before);
     }
 
@@ -124,7 +124,7 @@ fn a_room_whose_members_are_all_gone_is_removed_by_the_publish() {
     let (dead_tx, dead_rx) = mpsc::channel(1);
     drop(dead_rx);
     rooms.join_with(ConnId(1), "/r", dead_tx);
-    rooms.publish(Origin::Remote, &Arc::from("/r"), &text("m"));
+    rooms.publish(Origin::Remote, &Arc::from("/r"), &[text("m")]);
     assert!(rooms.emptied.is_some(), "the room waits to be dropped until the operation ends");
     rooms.finish(0);
     assert!(rooms.emptied.is_none() && rooms.removed.is_empty(), "the operation's end drops them");

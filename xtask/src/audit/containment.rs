@@ -49,8 +49,16 @@ pub const EFFECTS: &[(&str, &str)] = &[
     ),
     ("frame::envelope", "allocates and fills a welcome or reset frame"),
     (
-        "frame::sequenced",
-        "allocates a message's `wsbroker.v1` frame and copies its payload in, once per message",
+        "frame::sequenced_run",
+        "allocates each message's `wsbroker.v1` frame and copies its payload in, once per message, and the list of them",
+    ),
+    (
+        "frame::joined",
+        "allocates a run's frames back to back (one outbox entry for a run of messages) and copies them in, once per run and kind of member",
+    ),
+    (
+        "outbox_tx.max_capacity",
+        "reads a member's outbox capacity and, beside it, its free slots from tokio's semaphore, to count the messages queued while runs are",
     ),
     ("order.grow_to", "allocates: a longer queue of every room's kept messages"),
     ("entries.grow_to", "allocates: a room's history grows (never past --history-size)"),
@@ -63,7 +71,7 @@ pub const EFFECTS: &[(&str, &str)] = &[
 pub const OUTSIDE: &[(&str, &str)] = &[
     (
         "broker::run",
-        "`async`: `no_panic` cannot annotate an `async fn`. Its loop only awaits `recv` and hands what it gets to `Broker::step`; if it ever ended or panicked anyway, the server stops accepting, closes every connection with 1011 and exits 1 for its supervisor",
+        "`async`: `no_panic` cannot annotate an `async fn`. Its loop awaits `recv_many` (and its task's budget) and hands what it got over in order: each run of publishes, as `Broker::extends_run` decides, to `Broker::publish_run`, every other command to `Broker::step`; if it ever ended or panicked anyway, the server stops accepting, closes every connection with 1011 and exits 1 for its supervisor",
     ),
     ("broker::run_hook", "test-only fault injection, which the command line cannot reach"),
     (

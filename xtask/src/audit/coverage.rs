@@ -1,6 +1,7 @@
 //! How each function the broker task runs is covered, found by following the calls
-//! from `Broker::step` (the broker's one entry per command) and from `run_hook` (the
-//! test hooks): by a proof of its own, within the proof of the function that calls
+//! from the broker's entries (`Broker::step` for each command, `Broker::extends_run`
+//! and `Broker::publish_run` for runs of publishes) and from `run_hook` (the test
+//! hooks): by a proof of its own, within the proof of the function that calls
 //! it, or inside `contained(...)`; and which effects each `contained(...)` holds.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -8,8 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use super::containment::EFFECTS;
 use super::source::{CONTAINED, Call, Function};
 
-/// The broker's proven entry point, and the test hooks' one.
-pub const ROOT: (&str, &str) = ("Broker", "step");
+/// The broker's proven entry points (what its `async` loop calls), and the test
+/// hooks' one.
+pub const ROOTS: &[(&str, &str)] = &[("Broker", "step"), ("Broker", "extends_run"), ("Broker", "publish_run")];
 pub const HOOK_ROOT: (&str, &str) = ("", "run_hook");
 
 /// Receivers whose type the audit knows by name, for resolving method calls.
@@ -80,10 +82,13 @@ impl Coverage {
 /// Follows the calls from the roots through `functions`.
 pub fn analyse(functions: &[Function]) -> Coverage {
     let index = Index { functions };
-    let Some(root) = index.find(ROOT.0, ROOT.1) else { return Coverage::default() };
+    let roots: Vec<usize> = ROOTS.iter().filter_map(|(owner, name)| index.find(owner, name)).collect();
+    if roots.len() != ROOTS.len() {
+        return Coverage::default();
+    }
     // (function, reached only through contained code) -> the first way it was reached.
     let mut reached: BTreeMap<(usize, bool), String> = BTreeMap::new();
-    let mut queue = VecDeque::from([(root, false, String::new())]);
+    let mut queue: VecDeque<(usize, bool, String)> = roots.into_iter().map(|root| (root, false, String::new())).collect();
     let mut sites: BTreeMap<(usize, usize), BTreeSet<String>> = BTreeMap::new();
     while let Some((f, contained, how)) = queue.pop_front() {
         if reached.contains_key(&(f, contained)) {
@@ -266,6 +271,8 @@ mod tests {
     fn each_function_is_covered_by_its_own_proof_its_caller_s_or_containment() {
         let functions = vec![
             function(Some("Broker"), "step", true, &[("self.handle", None)]),
+            function(Some("Broker"), "extends_run", true, &[]),
+            function(Some("Broker"), "publish_run", true, &[("self.rooms.publish", None)]),
             function(
                 Some("Broker"),
                 "handle",

@@ -10,8 +10,8 @@
 //!    so that an annotated function the audit binary does not link is caught;
 //! 4. the negative control: a deliberately panicking annotated function must fail the
 //!    build, naming itself;
-//! 5. coverage ([`coverage`]): everything the broker task runs, followed from
-//!    `Broker::step` through the source ([`source`]), is proven, proven within its
+//! 5. coverage ([`coverage`]): everything the broker task runs, followed from the
+//!    broker's entries (`coverage::ROOTS`) through the source ([`source`]), is proven, proven within its
 //!    caller, or contained, with a reason for every contained effect and for every
 //!    function outside the proof ([`containment`]), and no stale entry;
 //! 6. cargo-deny, offline, against the RustSec snapshot in `../shared/advisory-db`

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::Findings;
 use super::containment::OUTSIDE;
-use super::coverage::How;
+use super::coverage::{How, ROOTS};
 use super::gates::{NEGATIVE_CONTROL, PROPERTY_TEST};
 use crate::command::tail;
 
@@ -63,10 +63,11 @@ fn answer(md: &mut String, f: &Findings) {
     let effects: usize = p.coverage.sites.iter().map(|s| s.effects.len()).sum();
     let _ = writeln!(
         md,
-        "\nFollowing the calls from `Broker::step`: {} functions are proven on their own, {} within the \
+        "\nFollowing the calls from the broker's entries ({}): {} functions are proven on their own, {} within the \
          proof of the function that calls them, and {} run only contained; {} effects at {} \
          `contained(...)` places are what the proof cannot see into (section 4); {} functions are reached \
          only by the test hooks. The broker task's `async` loop is outside the proof (section 5).",
+        entries(),
         count(|h| matches!(h, How::OwnProof)),
         count(|h| matches!(h, How::WithinProof { .. })),
         count(|h| matches!(h, How::Contained { .. })),
@@ -193,13 +194,19 @@ fn proofs(md: &mut String, f: &Findings) {
     );
 }
 
+/// The broker's entries the coverage follows, as the report names them.
+fn entries() -> String {
+    ROOTS.iter().map(|(owner, name)| format!("`{owner}::{name}`")).collect::<Vec<_>>().join(", ")
+}
+
 fn coverage(md: &mut String, f: &Findings) {
     let c = &f.proofs.coverage;
     let _ = writeln!(md, "\n## 3. What the broker task runs, and what covers it\n");
     let _ = writeln!(
         md,
-        "Followed from `Broker::step` (and from `run_hook`, the test hooks) through the source. \
+        "Followed from the broker's entries, {} (and from `run_hook`, the test hooks), through the source. \
          `Broker::handle` calls: `{}`.\n",
+        entries(),
         c.handle_calls.join("`, `")
     );
     let _ = writeln!(md, "| function | location | covered by |\n|---|---|---|");
