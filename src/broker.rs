@@ -294,7 +294,11 @@ pub(crate) async fn run(
             let mut bytes = frame.len();
             run.push(frame);
             next = commands.next();
-            while let Some(Command::Op(Op::Publish { origin: next_origin, room: next_room, frame: next_frame })) = &next
+            while let Some(Command::Op(Op::Publish {
+                origin: next_origin,
+                room: next_room,
+                frame: next_frame,
+            })) = &next
                 && broker.extends_run(origin, &room, bytes, *next_origin, next_room, next_frame)
             {
                 bytes = bytes.saturating_add(next_frame.len());

@@ -494,7 +494,8 @@ impl Rooms {
             built.flatten()
         };
         // A run of several as one entry per list that has members.
-        let plain_joined = if frames.len() > 1 && !r.members.is_empty() { joined(frames, counters) } else { None };
+        let plain_joined =
+            if frames.len() > 1 && !r.members.is_empty() { joined(frames, counters) } else { None };
         let sequenced_joined = match &envelopes {
             Some(each) if each.len() > 1 && !r.sequenced.is_empty() => joined(each, counters),
             _ => None,
@@ -514,7 +515,10 @@ impl Rooms {
         // effect in it) has one call site, which keeps it inlined and so proven.
         for (members, run) in [
             (&mut r.members, Run::of(frames, plain_joined.as_ref())),
-            (&mut r.sequenced, envelopes.as_deref().and_then(|each| Run::of(each, sequenced_joined.as_ref()))),
+            (
+                &mut r.sequenced,
+                envelopes.as_deref().and_then(|each| Run::of(each, sequenced_joined.as_ref())),
+            ),
         ] {
             if let Some(run) = run {
                 fan_out(members, &run, &pass, counters, removed, &mut now);

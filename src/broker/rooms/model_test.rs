@@ -210,7 +210,11 @@ fn run(settings: Settings, steps: &[Step]) -> Result<(), TestCaseError> {
                 }
             }
             Step::Publish { from, room } => {
-                rooms.publish(Origin::Member(ConnId(u64::from(from))), &name(room), std::slice::from_ref(&frame));
+                rooms.publish(
+                    Origin::Member(ConnId(u64::from(from))),
+                    &name(room),
+                    std::slice::from_ref(&frame),
+                );
                 model.publish(settings, Some(from), room);
             }
             Step::Remote { room } => {

@@ -143,7 +143,10 @@ fn run(slow_consumer: SlowConsumer, members: &[(bool, usize)], steps: &[Step]) -
             Step::Drain { member, entries } => {
                 if let Some(subject) = subjects.get_mut(usize::from(member)) {
                     let taken = drain(subject, usize::from(entries), epoch);
-                    prop_assert!(taken <= subject.queued, "an outbox held more messages than the model put in");
+                    prop_assert!(
+                        taken <= subject.queued,
+                        "an outbox held more messages than the model put in"
+                    );
                     subject.queued -= taken;
                 }
             }
@@ -183,7 +186,8 @@ proptest! {
 /// next one goes whole again.
 #[test]
 fn runs_go_whole_when_they_fit_and_one_by_one_when_not() {
-    let mut rooms = Rooms::new(Settings { echo: true, slow_consumer: SlowConsumer::Drop, history: Limits::OFF }, None);
+    let mut rooms =
+        Rooms::new(Settings { echo: true, slow_consumer: SlowConsumer::Drop, history: Limits::OFF }, None);
     let room: Arc<str> = Arc::from(ROOM);
     let (tx, mut rx) = mpsc::channel(8);
     rooms.join(Member::new(ConnId(1), tx, CancellationToken::new()), &room, Delivery::Plain);
@@ -194,7 +198,8 @@ fn runs_go_whole_when_they_fit_and_one_by_one_when_not() {
     // 4 queued (one entry); 5 more do not all fit in 8: 4 go one by one, 1 is dropped.
     rooms.publish(Origin::Api, &room, &run(4, 5));
     assert_eq!((rooms.counters.delivered, rooms.counters.dropped_full), (8, 1));
-    let entries: Vec<usize> = std::iter::from_fn(|| rx.try_recv().ok()).map(|e| frames_of(&e).len()).collect();
+    let entries: Vec<usize> =
+        std::iter::from_fn(|| rx.try_recv().ok()).map(|e| frames_of(&e).len()).collect();
     assert_eq!(entries, [4, 1, 1, 1, 1]);
     // All taken: the next run fits whole.
     rooms.publish(Origin::Api, &room, &run(9, 8));
@@ -207,11 +212,13 @@ fn runs_go_whole_when_they_fit_and_one_by_one_when_not() {
 /// more goes message by message, and once the writer takes one, runs go whole again.
 #[test]
 fn runs_beyond_those_counted_go_one_by_one() {
-    let mut rooms = Rooms::new(Settings { echo: true, slow_consumer: SlowConsumer::Drop, history: Limits::OFF }, None);
+    let mut rooms =
+        Rooms::new(Settings { echo: true, slow_consumer: SlowConsumer::Drop, history: Limits::OFF }, None);
     let room: Arc<str> = Arc::from(ROOM);
     let (tx, mut rx) = mpsc::channel(64);
     rooms.join(Member::new(ConnId(1), tx, CancellationToken::new()), &room, Delivery::Plain);
-    let pair = |first: u8| -> Vec<Frame> { (first..first + 2).map(|m| frame::build(frame::TEXT, &[m])).collect() };
+    let pair =
+        |first: u8| -> Vec<Frame> { (first..first + 2).map(|m| frame::build(frame::TEXT, &[m])).collect() };
     for i in 0..=RUNS_TRACKED as u8 {
         rooms.publish(Origin::Api, &room, &pair(2 * i));
     }

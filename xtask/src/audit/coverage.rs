@@ -11,7 +11,8 @@ use super::source::{CONTAINED, Call, Function};
 
 /// The broker's proven entry points (what its `async` loop calls), and the test
 /// hooks' one.
-pub const ROOTS: &[(&str, &str)] = &[("Broker", "step"), ("Broker", "extends_run"), ("Broker", "publish_run")];
+pub const ROOTS: &[(&str, &str)] =
+    &[("Broker", "step"), ("Broker", "extends_run"), ("Broker", "publish_run")];
 pub const HOOK_ROOT: (&str, &str) = ("", "run_hook");
 
 /// Receivers whose type the audit knows by name, for resolving method calls.
@@ -88,7 +89,8 @@ pub fn analyse(functions: &[Function]) -> Coverage {
     }
     // (function, reached only through contained code) -> the first way it was reached.
     let mut reached: BTreeMap<(usize, bool), String> = BTreeMap::new();
-    let mut queue: VecDeque<(usize, bool, String)> = roots.into_iter().map(|root| (root, false, String::new())).collect();
+    let mut queue: VecDeque<(usize, bool, String)> =
+        roots.into_iter().map(|root| (root, false, String::new())).collect();
     let mut sites: BTreeMap<(usize, usize), BTreeSet<String>> = BTreeMap::new();
     while let Some((f, contained, how)) = queue.pop_front() {
         if reached.contains_key(&(f, contained)) {
