@@ -227,9 +227,11 @@ impl Broker {
 
     /// Whether a publish (`origin`, `room`, `frame`) that arrived right after a run
     /// from `run_origin` to `run_room` of `run_bytes` joins it: the same room; the same
-    /// origin when messages are not echoed to their senders (a member then skips the
-    /// whole run, all of it its own); and at most [`RUN_BYTES`] together, since a run
-    /// is one outbox entry and an entry's size is what bounds an outbox's memory.
+    /// kind of origin (members, the API or other nodes are counted apart, and only the
+    /// first two go to other nodes), and the same member when messages are not echoed
+    /// to their senders (a member then skips the whole run, all of it its own); and
+    /// at most [`RUN_BYTES`] together, since a run is one outbox entry and an entry's
+    /// size is what bounds an outbox's memory.
     #[cfg_attr(feature = "no-panic", no_panic::no_panic)]
     pub(crate) fn extends_run(
         &self,
@@ -240,9 +242,12 @@ impl Broker {
         room: &Arc<str>,
         frame: &Frame,
     ) -> bool {
-        (self.rooms.echo() || origin == run_origin)
-            && room == run_room
-            && run_bytes.saturating_add(frame.len()) <= RUN_BYTES
+        let same_origin = match (run_origin, origin) {
+            (Origin::Member(first), Origin::Member(next)) => self.rooms.echo() || first == next,
+            (Origin::Api, Origin::Api) | (Origin::Remote, Origin::Remote) => true,
+            _ => false,
+        };
+        same_origin && room == run_room && run_bytes.saturating_add(frame.len()) <= RUN_BYTES
     }
 }
 
@@ -344,5 +349,40 @@ async fn run_hook(hook: Hook, inbox_rx: &mut mpsc::Receiver<Command>, broker: &m
             broker.handle(Op::Join { id, room: Arc::from(room), outbox_tx, kick, delivery: Delivery::Plain });
         }
         Hook::Leave { room, id } => broker.handle(Op::Leave { id, room: Arc::from(room) }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::history::Limits;
+
+    fn broker(echo: bool) -> Broker {
+        let settings = Settings { echo, slow_consumer: SlowConsumer::Drop, history: Limits::OFF };
+        Broker::new(settings, Arc::new(Metrics::default()), None)
+    }
+
+    /// A run holds publishes to one room, of one kind of origin (and from one member
+    /// under `--no-echo`), at most `RUN_BYTES` together.
+    #[test]
+    fn a_run_is_one_room_one_kind_of_origin_and_bounded() {
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("/a"), Arc::from("/b"));
+        let small: Frame = Arc::new(vec![0x81, 1, b'x']);
+        let (one, two) = (Origin::Member(ConnId(1)), Origin::Member(ConnId(2)));
+        let echo = broker(true);
+        assert!(echo.extends_run(one, &a, 3, two, &Arc::from("/a"), &small));
+        assert!(echo.extends_run(Origin::Api, &a, 3, Origin::Api, &a, &small));
+        assert!(echo.extends_run(Origin::Remote, &a, 3, Origin::Remote, &a, &small));
+        for (first, next) in
+            [(one, Origin::Api), (Origin::Api, one), (one, Origin::Remote), (Origin::Remote, Origin::Api)]
+        {
+            assert!(!echo.extends_run(first, &a, 3, next, &a, &small), "{first:?} then {next:?}");
+        }
+        assert!(!echo.extends_run(one, &a, 3, one, &b, &small));
+        assert!(echo.extends_run(one, &a, RUN_BYTES - 3, one, &a, &small));
+        assert!(!echo.extends_run(one, &a, RUN_BYTES - 2, one, &a, &small));
+        let no_echo = broker(false);
+        assert!(no_echo.extends_run(one, &a, 3, one, &a, &small));
+        assert!(!no_echo.extends_run(one, &a, 3, two, &a, &small));
     }
 }
