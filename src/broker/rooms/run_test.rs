@@ -181,28 +181,36 @@ proptest! {
     }
 }
 
+/// A room with one plain member whose outbox holds `capacity` messages.
+fn one_member(capacity: usize) -> (Rooms, Arc<str>, mpsc::Receiver<Frame>) {
+    let settings = Settings { echo: true, slow_consumer: SlowConsumer::Drop, history: Limits::OFF };
+    let mut rooms = Rooms::new(settings, None);
+    let room: Arc<str> = Arc::from(ROOM);
+    let (tx, rx) = mpsc::channel(capacity);
+    rooms.join(Member::new(ConnId(1), tx, CancellationToken::new()), &room, Delivery::Plain);
+    (rooms, room, rx)
+}
+
+/// A run of `count` messages numbered from `first`.
+fn messages(first: u8, count: u8) -> Vec<Frame> {
+    (first..first + count).map(|m| frame::build(frame::TEXT, &[m])).collect()
+}
+
 /// By hand: a run that fits goes as one entry; one that does not, message by
 /// message, with what does not fit dropped; once the writer has taken the run, the
 /// next one goes whole again.
 #[test]
 fn runs_go_whole_when_they_fit_and_one_by_one_when_not() {
-    let mut rooms =
-        Rooms::new(Settings { echo: true, slow_consumer: SlowConsumer::Drop, history: Limits::OFF }, None);
-    let room: Arc<str> = Arc::from(ROOM);
-    let (tx, mut rx) = mpsc::channel(8);
-    rooms.join(Member::new(ConnId(1), tx, CancellationToken::new()), &room, Delivery::Plain);
-    let run = |first: u8, count: u8| -> Vec<Frame> {
-        (first..first + count).map(|m| frame::build(frame::TEXT, &[m])).collect()
-    };
-    rooms.publish(Origin::Api, &room, &run(0, 4));
+    let (mut rooms, room, mut rx) = one_member(8);
+    rooms.publish(Origin::Api, &room, &messages(0, 4));
     // 4 queued (one entry); 5 more do not all fit in 8: 4 go one by one, 1 is dropped.
-    rooms.publish(Origin::Api, &room, &run(4, 5));
+    rooms.publish(Origin::Api, &room, &messages(4, 5));
     assert_eq!((rooms.counters.delivered, rooms.counters.dropped_full), (8, 1));
     let entries: Vec<usize> =
         std::iter::from_fn(|| rx.try_recv().ok()).map(|e| frames_of(&e).len()).collect();
     assert_eq!(entries, [4, 1, 1, 1, 1]);
     // All taken: the next run fits whole.
-    rooms.publish(Origin::Api, &room, &run(9, 8));
+    rooms.publish(Origin::Api, &room, &messages(9, 8));
     assert_eq!(frames_of(&rx.try_recv().unwrap()).len(), 8);
     assert!(rx.try_recv().is_err());
     assert_eq!((rooms.counters.delivered, rooms.counters.dropped_full), (16, 1));
@@ -212,13 +220,8 @@ fn runs_go_whole_when_they_fit_and_one_by_one_when_not() {
 /// more goes message by message, and once the writer takes one, runs go whole again.
 #[test]
 fn runs_beyond_those_counted_go_one_by_one() {
-    let mut rooms =
-        Rooms::new(Settings { echo: true, slow_consumer: SlowConsumer::Drop, history: Limits::OFF }, None);
-    let room: Arc<str> = Arc::from(ROOM);
-    let (tx, mut rx) = mpsc::channel(64);
-    rooms.join(Member::new(ConnId(1), tx, CancellationToken::new()), &room, Delivery::Plain);
-    let pair =
-        |first: u8| -> Vec<Frame> { (first..first + 2).map(|m| frame::build(frame::TEXT, &[m])).collect() };
+    let (mut rooms, room, mut rx) = one_member(64);
+    let pair = |first: u8| messages(first, 2);
     for i in 0..=RUNS_TRACKED as u8 {
         rooms.publish(Origin::Api, &room, &pair(2 * i));
     }
