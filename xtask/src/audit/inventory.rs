@@ -139,9 +139,9 @@ pub const GUARDS: &[Guard] = &[
         "(pos < members.len()).then(|| members.swap_remove(pos))",
     ),
     guard(
-        "`Vec::swap_remove` panics out of bounds (in `publish`)",
+        "`Vec::swap_remove` panics out of bounds (in the fan-out, within `publish`)",
         "checked beside the call, since the contained `try_send` comes between the lookup and the removal; no_panic proves it",
-        "src/broker/rooms.rs",
+        "src/broker/rooms/fan_out.rs",
         "if !keep && i < members.len() {",
     ),
     guard(
