@@ -1,5 +1,5 @@
 //! What wsload reports, named once: wsload writes its JSON report with these keys and
-//! `cargo xtask bench` reads it with the same ones.
+//! `cargo xtask bench` reads it with the same ones; and what the load clients share.
 
 /// The keys of wsload's JSON report (one object per run).
 pub mod keys {
@@ -57,5 +57,20 @@ pub fn raise_nofile_limit() -> Result<(), u64> {
             rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard).map_err(|_| soft)
         }
         _ => Ok(()),
+    }
+}
+
+/// Ends a load client's run: its report on standard output and success, or its
+/// error on standard error and failure.
+pub fn finish(result: Result<impl std::fmt::Display, impl std::fmt::Display>) -> std::process::ExitCode {
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

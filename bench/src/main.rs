@@ -181,16 +181,7 @@ fn main() -> std::process::ExitCode {
             (None, None) => traffic(&args, &dialer).await,
         }
     });
-    match result {
-        Ok(report) => {
-            println!("{report}");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    wsbench::finish(result)
 }
 
 /// Handshake mode: how fast the server admits connections. Each connection is

@@ -78,16 +78,7 @@ fn main() -> std::process::ExitCode {
     if let Err(soft) = wsbench::raise_nofile_limit() {
         eprintln!("warning: could not raise RLIMIT_NOFILE from {soft}");
     }
-    match run(&args) {
-        Ok(report) => {
-            println!("{report}");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    wsbench::finish(run(&args))
 }
 
 /// A non-blocking socket that remembers whether `epoll` may have more for it: a read
