@@ -5,13 +5,17 @@
 use std::path::PathBuf;
 
 use jsonwebtoken::{EncodingKey, Header, encode};
+
 use serde_json::{Value, json};
 
 use super::*;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys").join(name)
-}
+// The integration tests' token helpers, shared rather than written twice.
+#[path = "../../tests/common/tokens.rs"]
+#[allow(dead_code, reason = "the integration tests use the rest")]
+mod tokens;
+
+use tokens::{base64_url, key as fixture, sign as mint};
 
 fn verifier(files: &[&str]) -> Verifier {
     let paths: Vec<PathBuf> = files.iter().map(|f| fixture(f)).collect();
@@ -21,22 +25,6 @@ fn verifier(files: &[&str]) -> Verifier {
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// A token signed with `alg` by the private half of `key` (or the secret `key`).
-fn mint(alg: Algorithm, key: &str, claims: &Value, kid: Option<&str>) -> String {
-    let bytes = std::fs::read(fixture(key)).unwrap();
-    let encoding = match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-            EncodingKey::from_secret(bytes.trim_ascii_end()).unwrap()
-        }
-        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&bytes).unwrap(),
-        Algorithm::EdDSA => EncodingKey::from_ed_pem(&bytes).unwrap(),
-        _ => EncodingKey::from_rsa_pem(&bytes).unwrap(),
-    };
-    let mut header = Header::new(alg);
-    header.kid = kid.map(str::to_owned);
-    encode(&header, claims, &encoding).unwrap()
 }
 
 fn claims() -> Value {
@@ -87,20 +75,6 @@ fn the_algorithm_comes_from_the_key_never_from_the_header() {
     assert!(
         ec.verify(&mint(Algorithm::ES384, "ec384-private.pem", &claims(), None), SystemTime::now()).is_err()
     );
-}
-
-/// base64url without padding, for hand-made hostile tokens.
-fn base64_url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
 }
 
 #[test]

@@ -44,3 +44,18 @@ pub fn sign(alg: Algorithm, key_file: &str, claims: &Value, kid: Option<&str>) -
 pub fn hs256(claims: &Value) -> String {
     sign(Algorithm::HS256, "hmac.key", claims, None)
 }
+
+/// base64url without padding, for hand-made hostile tokens (a test's own, so that a
+/// token can be malformed in ways a JOSE library will not produce).
+pub fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}

@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::common::tokens::{claims, hs256, key, now, sign};
+use crate::common::tokens::{base64_url, claims, hs256, key, now, sign};
 use crate::common::{
     self, TestServer, assert_nothing_delivered, expect_close, recv, refused, sample, send_text, with_bearer,
 };
@@ -149,17 +149,7 @@ async fn every_kind_of_bad_token_gets_401_with_a_bearer_challenge() {
 
 /// base64url without padding, of text.
 fn b64(text: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bytes = text.as_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
+    base64_url(text.as_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
