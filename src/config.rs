@@ -5,6 +5,10 @@
 //! tungstenite's write-buffer assertion) is bounded here, so a bad value is a clear
 //! error and exit status 2, never a panic later. Single values are checked by their
 //! parsers (`config/parse.rs`); relations between values by [`Config::validate`].
+//!
+//! Longer than the project's usual 400 lines because every flag is declared here
+//! once, with its environment variable, default and help (which `--help` and the
+//! README's flag table follow), beside the relations checked between them.
 
 mod parse;
 

@@ -17,7 +17,10 @@
 //! Its parts, each in a file of its own: [`admission`] (the rules a handshake must
 //! pass, and the answers to those that fail), [`handshake`] (one admitted connection
 //! from TCP stream to its end), [`drain`] (the lame-duck drain's schedule), and
-//! [`handle`] (a handle for observing a running server).
+//! [`handle`] (a handle for observing a running server). What stays here, a little
+//! over the project's usual 400 lines, is the server's own state and its life:
+//! built once (binding, keys, certificates), then run (accepting, supervising the
+//! broker, the two endings), read together.
 
 pub(crate) mod admission;
 mod drain;
