@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
+use futures_util::{Stream as _, StreamExt as _};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
@@ -112,6 +112,8 @@ pub(crate) fn run<W: SocketWrite>(
         stop_received: false,
         peer_gone: false,
         control_open: true,
+        control_registered: false,
+        timer_registered: false,
         outbox_rounds: 0,
     };
     async move {
@@ -146,13 +148,13 @@ pub(crate) fn run<W: SocketWrite>(
                             Some(Stop::Close(reason)) => break Finish::Close(reason),
                             Some(Stop::CloseAfterDrain(reason)) => {
                                 close_after_drain = Some(reason);
-                                timer.as_mut().reset(deadline_after(CLOSE_LINGER));
+                                waits.reset_timer(timer.as_mut(), deadline_after(CLOSE_LINGER));
                                 continue;
                             }
                             Some(Stop::PeerGone) if !waits.control_open => break Finish::Silently,
                             Some(Stop::PeerGone) => {
                                 waits.peer_gone = true;
-                                timer.as_mut().reset(deadline_after(CLOSE_LINGER));
+                                waits.reset_timer(timer.as_mut(), deadline_after(CLOSE_LINGER));
                                 continue;
                             }
                             // The reader is gone without a word.
@@ -180,7 +182,8 @@ pub(crate) fn run<W: SocketWrite>(
                             if ping_due {
                                 next_ping = deadline_after(settings.ping_interval);
                             }
-                            timer.as_mut().reset(session.deadline(&settings, next_ping));
+                            let at = session.deadline(&settings, next_ping);
+                            waits.reset_timer(timer.as_mut(), at);
                             if !ping_due {
                                 continue;
                             }
@@ -254,11 +257,39 @@ struct Waits {
     peer_gone: bool,
     /// Until tungstenite's side (the reader) is gone.
     control_open: bool,
+    /// The control channel holds this task's waker and nothing has been sent on it
+    /// (or the channel closed) since: it need not be polled again until then (see
+    /// [`Waits::control_waiting`]).
+    control_registered: bool,
+    /// Likewise for the timer: it holds this task's waker, and has neither fired
+    /// nor been reset since (see [`Waits::reset_timer`]).
+    timer_registered: bool,
     /// Rounds in a row that found outbox frames without polling the signals.
     outbox_rounds: u8,
 }
 
 impl Waits {
+    /// Whether the control channel holds a frame or has closed: one atomic load of
+    /// the channel's state (its count of queued frames), where a `try_recv` on an
+    /// empty channel walks its queue. The reader counts a frame in before it queues
+    /// it and before it reads on, so a frame handed over before a message the
+    /// writer then finds in its outbox is always seen here.
+    ///
+    /// While this is false, a waker registered by an earlier poll is still in place
+    /// (the channel takes it only to wake the task for a send or its closing), so the
+    /// channel is not polled again: about a tenth of the writer's own instructions
+    /// per message where each wake-up carries one (bench/NOTES.md).
+    fn control_waiting(&self) -> bool {
+        self.control_rx.size_hint() != (0, None)
+    }
+
+    /// Moves the timer's deadline. Its waker must then be registered anew: a timer
+    /// that fired gave it up, and one moved earlier is registered again.
+    fn reset_timer(&mut self, timer: Pin<&mut Sleep>, at: Instant) {
+        timer.reset(at);
+        self.timer_registered = false;
+    }
+
     /// The next thing for the writer to do, in order of precedence.
     fn poll_event(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<Event> {
         // While frames keep coming, the outbox is polled first, so that a wake-up
@@ -278,8 +309,10 @@ impl Waits {
             // registering): the Pong for a Ping read before a message was complete
             // must reach the client before that message (Autobahn cases 5.6 and 5.19).
             if self.control_open
+                && self.control_waiting()
                 && let Ok(frames) = self.control_rx.try_recv()
             {
+                self.control_registered = false;
                 return Poll::Ready(Event::Control(Some(frames)));
             }
             match self.outbox_rx.poll_recv_many(cx, &mut self.batch, WRITE_BATCH) {
@@ -300,13 +333,26 @@ impl Waits {
             self.stop_received = true;
             return Poll::Ready(Event::Stop(stop.ok()));
         }
-        if timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Event::Timer);
+        // A timer that holds our waker and has not fired need not be polled: its
+        // state says so with one load, where a poll also spends the task's budget.
+        if !self.timer_registered || timer.is_elapsed() {
+            // With the task's budget spent, a poll returns Pending without
+            // registering (tokio's cooperative scheduling): then it is not counted.
+            let registers = tokio::task::coop::has_budget_remaining();
+            if timer.as_mut().poll(cx).is_ready() {
+                self.timer_registered = false;
+                return Poll::Ready(Event::Timer);
+            }
+            self.timer_registered = registers;
         }
-        if self.control_open
-            && let Poll::Ready(frames) = self.control_rx.poll_next_unpin(cx)
-        {
-            return Poll::Ready(Event::Control(frames));
+        if self.control_open && (!self.control_registered || self.control_waiting()) {
+            match self.control_rx.poll_next_unpin(cx) {
+                Poll::Ready(frames) => {
+                    self.control_registered = false;
+                    return Poll::Ready(Event::Control(frames));
+                }
+                Poll::Pending => self.control_registered = true,
+            }
         }
         if !self.peer_gone
             && !outbox_pending
@@ -419,5 +465,55 @@ mod tests {
         assert_eq!(code, 1001);
         assert_eq!(writer.await.unwrap(), WriterEnd { close_sent: Some(CloseCode::Away) });
         producer.abort();
+    }
+
+    /// A timer polled once the task's budget is spent is not registered (tokio's
+    /// cooperative scheduling returns Pending without touching it), so the writer
+    /// must poll it again: counted as registered, it would never be heard from (no
+    /// ping, no idle timeout). The first poll here spends the budget first.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_timer_polled_out_of_budget_still_fires() {
+        let (_outbox_tx, outbox_rx) = mpsc::channel::<Frame>(1);
+        let (_control_tx, control_rx) = futures_channel::mpsc::channel(1);
+        let (_stop_tx, stop_rx) = oneshot::channel();
+        let settings = Settings {
+            shutdown: CancellationToken::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            clock_zero: Instant::now(),
+            ping_interval: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(10),
+            write_buffer: 16 << 10,
+        };
+        let session = Arc::new(Session::new(&settings, crate::connection::settings::Terms::OPEN));
+        let mut waits = Waits {
+            outbox_rx,
+            control_rx,
+            signals: Signals { stop_rx, kick: CancellationToken::new(), session },
+            batch: Vec::new(),
+            stop_received: false,
+            peer_gone: false,
+            control_open: true,
+            control_registered: false,
+            timer_registered: false,
+            outbox_rounds: 0,
+        };
+        let timer = tokio::time::sleep(Duration::from_millis(20));
+        tokio::pin!(timer);
+        let first = std::future::poll_fn(|cx| {
+            while let Poll::Ready(progress) = tokio::task::coop::poll_proceed(cx) {
+                progress.made_progress();
+            }
+            Poll::Ready(waits.poll_event(cx, timer.as_mut()).is_pending())
+        })
+        .await;
+        assert!(first, "nothing was due yet");
+        let event = tokio::time::timeout(
+            Duration::from_secs(5),
+            std::future::poll_fn(|cx| waits.poll_event(cx, timer.as_mut())),
+        )
+        .await
+        .expect("the timer was lost");
+        assert!(matches!(event, Event::Timer));
     }
 }
