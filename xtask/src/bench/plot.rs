@@ -78,9 +78,11 @@ pub fn plot(results: &[Value]) -> String {
                 let h = chart_h * (v / group_max).min(1.0);
                 let x = x0 + 10.0 + i as f64 * bar_w;
                 let y = chart_top + chart_h - h;
+                // Under 1 (the rooms latencies, in ms) to three decimals, as in the tables.
+                let digits = if v < 1.0 { 3 } else { 2 };
                 let _ = writeln!(
                     svg,
-                    "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{colour}\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"10\">{v:.2}</text>",
+                    "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{colour}\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"10\">{v:.digits$}</text>",
                     bar_w - 4.0,
                     x + (bar_w - 4.0) / 2.0,
                     y - 3.0
