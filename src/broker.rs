@@ -13,7 +13,7 @@
 //! - Deregistering an id or a room the broker does not know is a no-op
 //!   (`rooms::Rooms::leave`).
 //!
-//! Its parts: [`rooms`] (room state and the fan-out), [`contained`] (how the proven
+//! Its parts: [`rooms`] (room state and the fan-out), [`contained`](mod@contained) (how the proven
 //! code runs what the proof cannot see into) and [`stats`] (the totals and
 //! snapshots).
 

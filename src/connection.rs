@@ -9,7 +9,7 @@
 //!
 //! This module holds the connection's lifecycle ([`open`], then `Connection::run`:
 //! register, read, deregister); each task and each shared piece has a file of its
-//! own: [`reader`] (location ①), [`writer`] (location ⑤), [`write`] (the socket
+//! own: [`reader`] (location ①), [`writer`] (location ⑤), [`write`](mod@write) (the socket
 //! writes), [`read_side`] (what tungstenite reads from), [`frame`] (server frames),
 //! [`close`] (Close reasons, and the reader's word to the writer), [`settings`]
 //! (what every connection reads, and the reader's clock the writer watches), and

@@ -40,6 +40,10 @@
 //! - [`signals`], [`logging`], [`panic_hook`], [`fd_limit`], `systemd`: process
 //!   plumbing for the binary.
 
+// These docs are for wsbroker's developers and name the private parts each hop runs
+// through: read them with `cargo doc --document-private-items`, where those links
+// resolve.
+#![allow(rustdoc::private_intra_doc_links)]
 #![cfg_attr(
     not(test),
     deny(

@@ -4,7 +4,7 @@
 //! tasks, and runs until one of two things ends it:
 //! - the shutdown future fires: the server stops accepting and cancels the shutdown
 //!   token (each reader has its writer send Close 1001), or, with
-//!   `--drain-duration`, first drains ([`drain`]: Close 1012 to the connections
+//!   `--drain-duration`, first drains ([`drain`](mod@drain): Close 1012 to the connections
 //!   spread over the window);
 //! - the broker task ends while the server still runs: the server stops accepting;
 //!   the broker's room state died with it, so every writer's outbox has closed and
@@ -16,7 +16,7 @@
 //!
 //! Its parts, each in a file of its own: [`admission`] (the rules a handshake must
 //! pass, and the answers to those that fail), [`handshake`] (one admitted connection
-//! from TCP stream to its end), [`drain`] (the lame-duck drain's schedule), and
+//! from TCP stream to its end), [`drain`](mod@drain) (the lame-duck drain's schedule), and
 //! [`handle`] (a handle for observing a running server). What stays here, a little
 //! over the project's usual 400 lines, is the server's own state and its life:
 //! built once (binding, keys, certificates), then run (accepting, supervising the

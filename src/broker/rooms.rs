@@ -13,7 +13,7 @@
 //! exists exactly while it has members; every delivery attempted is counted once,
 //! as delivered, dropped for a full outbox, or dropped for a closed one.
 //!
-//! The per-member decision of the fan-out is in [`fan_out`]. This file is longer
+//! The per-member decision of the fan-out is in [`fan_out`](mod@fan_out). This file is longer
 //! than the project's usual 400 lines because the operations of [`Rooms`] (join with
 //! its greeting, leave, publish, shed, finish, repair) stay in one `impl`: each is a
 //! proven unit over the same state and the same invariants, read together.
@@ -69,7 +69,7 @@ pub(crate) struct Member {
     handed: u32,
     /// The runs handed to this member whole (as one entry each) that may still be in
     /// its outbox. The outbox's capacity counts entries; with these the broker still
-    /// counts messages (see [`queued_messages`]).
+    /// counts messages (see `fan_out::queued_messages`).
     runs: Runs,
     /// Test-only: every delivery to this member panics inside its contained
     /// `try_send`, so that the property test can check what a caught panic costs.
@@ -352,13 +352,13 @@ impl Rooms {
     /// bytes, so a message costs one copy however many receive it; a run of several
     /// is handed over as one outbox entry, its frames back to back (built once,
     /// contained: an allocation and a copy), when all of it fits in the member's
-    /// outbox, and message by message otherwise (see [`offer_run`]). The room numbers
+    /// outbox, and message by message otherwise (see `fan_out::offer_run`). The room numbers
     /// each message (its seq grows by one per message); its sequenced members get
     /// the `wsbroker.v1` frames, built once (contained) when the room has any, or
     /// keeps history, and kept in the room's history.
     ///
     /// Location ④, decided here per member and message, in one pass (see
-    /// [`fan_out`]):
+    /// [`fan_out`](mod@fan_out)):
     /// - `Ok`: counted as delivered.
     /// - `Full`: the member is slower than the publishers. The message is dropped for
     ///   that member only and counted, so one slow consumer cannot hold back the
@@ -606,7 +606,7 @@ fn joined(frames: &[Frame], counters: &mut Counters) -> Option<Frame> {
 }
 
 /// Sheds `member` for a drain: its reader sees the token and has the writer send
-/// Close 1012. Run contained, as [`kick`].
+/// Close 1012. Run contained, as `fan_out::kick`.
 fn kick_to_drain(member: &Member, room: &str) {
     tracing::debug!(conn = member.id.0, room, "shed by the drain");
     member.kick.cancel();
