@@ -392,6 +392,20 @@ mod tests {
 
     use super::*;
 
+    /// Settings under which nothing times out during a test: a ping a minute, two
+    /// minutes' idle timeout, ten seconds per write.
+    fn quiet_settings() -> Settings {
+        Settings {
+            shutdown: CancellationToken::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            clock_zero: Instant::now(),
+            ping_interval: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(10),
+            write_buffer: 16 << 10,
+        }
+    }
+
     /// While frames keep coming the writer takes them before its other signals, but a
     /// busy outbox must not starve the reader's stop. Here the outbox is refilled to
     /// capacity while every write waits for a slow peer, and the Close asked for must
@@ -412,15 +426,7 @@ mod tests {
         let (outbox_tx, outbox_rx) = mpsc::channel(WRITE_BATCH * 256);
         let (_control_tx, control_rx) = futures_channel::mpsc::channel(4);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let settings = Arc::new(Settings {
-            shutdown: CancellationToken::new(),
-            draining: std::sync::atomic::AtomicBool::new(false),
-            clock_zero: Instant::now(),
-            ping_interval: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(120),
-            write_timeout: Duration::from_secs(10),
-            write_buffer: 16 << 10,
-        });
+        let settings = Arc::new(quiet_settings());
         let session = Arc::new(Session::new(&settings, crate::connection::settings::Terms::OPEN));
         let signals = Signals { stop_rx, kick: CancellationToken::new(), session };
         let writer = tokio::spawn(run(write_half, outbox_rx, control_rx, signals, settings));
@@ -476,15 +482,7 @@ mod tests {
         let (_outbox_tx, outbox_rx) = mpsc::channel::<Frame>(1);
         let (_control_tx, control_rx) = futures_channel::mpsc::channel(1);
         let (_stop_tx, stop_rx) = oneshot::channel();
-        let settings = Settings {
-            shutdown: CancellationToken::new(),
-            draining: std::sync::atomic::AtomicBool::new(false),
-            clock_zero: Instant::now(),
-            ping_interval: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(120),
-            write_timeout: Duration::from_secs(10),
-            write_buffer: 16 << 10,
-        };
+        let settings = quiet_settings();
         let session = Arc::new(Session::new(&settings, crate::connection::settings::Terms::OPEN));
         let mut waits = Waits {
             outbox_rx,
