@@ -102,20 +102,7 @@ pub(crate) fn run<W: SocketWrite>(
     settings: Arc<Settings>,
 ) -> impl Future<Output = WriterEnd> + Send {
     // Built here, outside the block, so that the block holds it once (see `Waits`).
-    let mut waits = Waits {
-        outbox_rx,
-        control_rx,
-        signals,
-        // Empty until the first message: `recv_many` reserves on first use, so an
-        // idle connection holds no batch buffer.
-        batch: Vec::new(),
-        stop_received: false,
-        peer_gone: false,
-        control_open: true,
-        control_registered: false,
-        timer_registered: false,
-        outbox_rounds: 0,
-    };
+    let mut waits = Waits::new(outbox_rx, control_rx, signals);
     async move {
         // The loop's state in a block of its own: none of it (the timer least of all)
         // is then held while the final Close is written.
@@ -269,6 +256,27 @@ struct Waits {
 }
 
 impl Waits {
+    fn new(
+        outbox_rx: mpsc::Receiver<Frame>,
+        control_rx: futures_channel::mpsc::Receiver<Frame>,
+        signals: Signals,
+    ) -> Self {
+        Self {
+            outbox_rx,
+            control_rx,
+            signals,
+            // Empty until the first message: `recv_many` reserves on first use, so an
+            // idle connection holds no batch buffer.
+            batch: Vec::new(),
+            stop_received: false,
+            peer_gone: false,
+            control_open: true,
+            control_registered: false,
+            timer_registered: false,
+            outbox_rounds: 0,
+        }
+    }
+
     /// Whether the control channel holds a frame or has closed: one atomic load of
     /// the channel's state (its count of queued frames), where a `try_recv` on an
     /// empty channel walks its queue. The reader counts a frame in before it queues
@@ -484,18 +492,8 @@ mod tests {
         let (_stop_tx, stop_rx) = oneshot::channel();
         let settings = quiet_settings();
         let session = Arc::new(Session::new(&settings, crate::connection::settings::Terms::OPEN));
-        let mut waits = Waits {
-            outbox_rx,
-            control_rx,
-            signals: Signals { stop_rx, kick: CancellationToken::new(), session },
-            batch: Vec::new(),
-            stop_received: false,
-            peer_gone: false,
-            control_open: true,
-            control_registered: false,
-            timer_registered: false,
-            outbox_rounds: 0,
-        };
+        let signals = Signals { stop_rx, kick: CancellationToken::new(), session };
+        let mut waits = Waits::new(outbox_rx, control_rx, signals);
         let timer = tokio::time::sleep(Duration::from_millis(20));
         tokio::pin!(timer);
         let first = std::future::poll_fn(|cx| {
