@@ -285,8 +285,8 @@ impl Waits {
     ///
     /// While this is false, a waker registered by an earlier poll is still in place
     /// (the channel takes it only to wake the task for a send or its closing), so the
-    /// channel is not polled again: about a tenth of the writer's own instructions
-    /// per message where each wake-up carries one (bench/NOTES.md).
+    /// channel is not polled again: about an eighth of wsbroker's own instructions
+    /// per delivery where each wake-up carries one message (bench/NOTES.md).
     fn control_waiting(&self) -> bool {
         self.control_rx.size_hint() != (0, None)
     }
