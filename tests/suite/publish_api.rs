@@ -80,6 +80,9 @@ async fn a_full_or_stopped_broker_gets_503() {
     let mut member = server.join("/lobby").await;
     let (release_tx, release_rx) = oneshot::channel();
     assert!(server.handle.inject(Hook::Pause { release_rx }).await);
+    // `inject` returns once the hook is in the inbox; until the broker has taken it,
+    // it fills the one slot itself (and the first POST got 503 about once in twenty).
+    server.wait_inbox_depth(0, "the broker to take the pause").await;
     // The paused broker's one-slot inbox takes one message; the next finds it full.
     assert_eq!(http(api, "POST", "/rooms/lobby", &[], b"queued").await.status, 202);
     server.wait_inbox_depth(1, "the queued message").await;
