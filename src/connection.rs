@@ -62,7 +62,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::Instrument;
 
-use self::close::{Reason, Stop, WriterEnd};
+use self::close::{Reason, Stop, StopTx, WriterEnd};
 use self::frame::Frame;
 use self::settings::{Session, Settings, Terms};
 use self::soon::to_broker;
@@ -131,8 +131,8 @@ pub(crate) fn open<T: Transport>(
     // The outbox: the broker holds `outbox_tx` (registered by `run`), the writer
     // holds `outbox_rx`. It closes when the broker deregisters this connection.
     let (outbox_tx, outbox_rx) = mpsc::channel(shared.outbox_capacity);
-    // Reader to writer: which Close to send before ending. Dropping the sender (the
-    // reader ended without a word, e.g. it panicked) also stops the writer.
+    // Reader to writer: which Close to send before ending. The reader's end sends
+    // one even if the reader ends without a word (e.g. it panicked): 1011.
     let (stop_tx, stop_rx) = oneshot::channel();
     // To the reader: cancelled by the broker to disconnect a slow consumer
     // (`--slow-consumer disconnect`: Close 1008), or with its parent at shutdown
@@ -155,7 +155,7 @@ pub(crate) fn open<T: Transport>(
         reader: reader::Reader { id, room, shared: Arc::clone(shared), kick, session },
         ws_rx: Some(ws_rx),
         registration: Some(Box::new(Registration { outbox_tx, delivery })),
-        stop_tx: Some(stop_tx),
+        stop_tx: StopTx::new(stop_tx),
         writer_task,
     };
     Some(connection.run())
@@ -182,7 +182,7 @@ struct Connection<T: Transport> {
     /// What the registration, sent first, hands the broker. Boxed, so that the task
     /// holds a pointer, and only until the registration is sent.
     registration: Option<Box<Registration>>,
-    stop_tx: Option<oneshot::Sender<Stop>>,
+    stop_tx: StopTx,
     /// Completes when the writer ends, for any reason: the reader watches it (writer
     /// to reader: "I have ended"), and the connection learns from it which Close the
     /// writer sent. A task handle rather than a oneshot of its own: it is there
@@ -215,22 +215,16 @@ impl<T: Transport> Connection<T> {
                 None => {
                     // Location ①: the broker is gone before we could even register.
                     tracing::debug!("broker gone before registration");
-                    if self
-                        .stop_tx
-                        .take()
-                        .is_some_and(|tx| tx.send(Stop::Close(Reason::BrokerUnavailable)).is_err())
-                    {
-                        tracing::debug!("writer already ended");
-                    }
+                    self.stop_tx.send(Stop::Close(Reason::BrokerUnavailable));
                     reader::ReaderEnd { peer_close: None, writer_end: None }
                 }
             };
             // The protocol layer goes first: dropping it closes the control channel,
-            // which a writer forwarding the last control frames waits for. The stop
-            // sender goes with it, if the reader left it unused: a writer still
-            // waiting for a word then ends (as it would if the reader had died).
+            // which a writer forwarding the last control frames waits for. A stop
+            // the reader left unsent goes with it: a writer still waiting for a word
+            // then ends (with 1011, as if the reader had died).
             drop(self.ws_rx.take());
-            drop(self.stop_tx.take());
+            self.stop_tx.send(Stop::Close(Reason::InternalError));
 
             let writer_end = wind_down(&self.reader, &mut self.writer_task, seen).await;
             // The close handshake's code: ours if we sent a Close, else the peer's.

@@ -2,6 +2,7 @@
 //! reader tells the writer before it ends ([`Stop`]).
 
 use std::sync::atomic::Ordering;
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::settings::Settings;
@@ -104,6 +105,45 @@ pub(crate) enum Stop {
     /// this Close frame. Used for protocol errors, so that messages the client sent
     /// before its bad frame are still echoed to it, in order (RFC 6455 strictness).
     CloseAfterDrain(Reason),
+}
+
+/// The reader's end of its stop oneshot. The writer always hears a word, however
+/// the reader ends: dropped unsent (the reader ended on an error path that left it,
+/// or a panic unwound its task), it sends `Close(InternalError)`, which is what the
+/// writer made of a dropped sender before. A dropped sender completes the channel
+/// without a value, which `oneshot::Receiver::is_empty` does not tell from "nothing
+/// yet"; with a value always sent, that one load of the channel's state tells the
+/// writer whether to poll it (see `writer::Waits::stop_waiting`).
+pub(crate) struct StopTx(Option<oneshot::Sender<Stop>>);
+
+impl StopTx {
+    pub(crate) fn new(tx: oneshot::Sender<Stop>) -> Self {
+        Self(Some(tx))
+    }
+
+    /// Whether the stop has been sent (or given up with the sender).
+    pub(crate) fn is_sent(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Sends the writer its stop instruction, once; later calls do nothing. A failed
+    /// send means the writer has already ended, which is what any stop asks for.
+    pub(crate) fn send(&mut self, stop: Stop) {
+        if let Some(tx) = self.0.take()
+            && tx.send(stop).is_err()
+        {
+            tracing::debug!("writer already ended");
+        }
+    }
+}
+
+impl Drop for StopTx {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            // Err: the writer has ended; nobody is left to tell.
+            drop(tx.send(Stop::Close(Reason::InternalError)));
+        }
+    }
 }
 
 /// How a writer task ended: the code of the Close frame it sent, if it sent one

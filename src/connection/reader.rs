@@ -15,7 +15,6 @@ use std::task::Poll;
 use futures_util::StreamExt as _;
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 use tokio_tungstenite::WebSocketStream;
@@ -23,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::close::{Reason, Stop, WriterEnd};
+use super::close::{Reason, Stop, StopTx, WriterEnd};
 use super::read_side::ReadSide;
 use super::settings::Session;
 use super::{CLOSE_LINGER, SIGNALS_AT_LEAST_EVERY, Shared};
@@ -86,7 +85,7 @@ impl Reader {
     pub(crate) fn run<'a, R: AsyncRead + Unpin + Send + 'static>(
         &'a self,
         ws_rx: &'a mut WebSocketStream<ReadSide<R>>,
-        stop_tx: &'a mut Option<oneshot::Sender<Stop>>,
+        stop_tx: &'a mut StopTx,
         writer_task: &'a mut JoinHandle<WriterEnd>,
     ) -> impl Future<Output = ReaderEnd> + Send + 'a {
         async move {
@@ -113,7 +112,7 @@ impl Reader {
                     // What the poll reads, copied in rather than borrowed: the poll's
                     // captures are task state while it waits.
                     let (signals_first, closing, stopped) =
-                        (reads >= SIGNALS_AT_LEAST_EVERY, linger.is_some(), stop_tx.is_none());
+                        (reads >= SIGNALS_AT_LEAST_EVERY, linger.is_some(), stop_tx.is_sent());
                     let (rx, writer_done, mut kicked, mut linger_end) =
                         (&mut *ws_rx, &mut *writer_task, kicked, linger.as_mut());
                     let wake = std::future::poll_fn(move |cx| {
@@ -151,7 +150,7 @@ impl Reader {
                             continue;
                         }
                         Wake::Kicked => {
-                            signal(stop_tx, self.kicked());
+                            stop_tx.send(self.kicked());
                             continue;
                         }
                         Wake::LingerOver => {
@@ -169,7 +168,7 @@ impl Reader {
                     // state across the wait below.
                     match item {
                         Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                            if linger.is_some() || stop_tx.is_none() {
+                            if linger.is_some() || stop_tx.is_sent() {
                                 // Closing: data after our Close is read only to reach the
                                 // peer's Close reply, and is not forwarded.
                                 continue;
@@ -178,7 +177,7 @@ impl Reader {
                                 // Its token covers joining this room, not publishing to
                                 // it: nothing is delivered, and the connection ends.
                                 tracing::debug!("publish not permitted; closing with 1008");
-                                signal(stop_tx, Stop::Close(Reason::PublishNotPermitted));
+                                stop_tx.send(Stop::Close(Reason::PublishNotPermitted));
                                 continue;
                             }
                             // Framed once here; every recipient's writer sends these same
@@ -195,7 +194,7 @@ impl Reader {
                         // those flush.
                         Some(Ok(Message::Close(frame))) => {
                             peer_close = Some(frame.map_or(CloseCode::Status, |f| f.code));
-                            signal(stop_tx, Stop::PeerGone);
+                            stop_tx.send(Stop::PeerGone);
                             continue;
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
@@ -204,18 +203,18 @@ impl Reader {
                                 Some(reason) => {
                                     let code = reason.code();
                                     tracing::debug!(error = %e, "protocol violation; closing with {code}");
-                                    signal(stop_tx, Stop::CloseAfterDrain(reason));
+                                    stop_tx.send(Stop::CloseAfterDrain(reason));
                                 }
                                 None => {
                                     tracing::debug!(error = %e, "connection lost");
-                                    signal(stop_tx, Stop::PeerGone);
+                                    stop_tx.send(Stop::PeerGone);
                                 }
                             }
                             break;
                         }
                         None => {
                             // The stream ended: close handshake complete, or EOF.
-                            signal(stop_tx, Stop::PeerGone);
+                            stop_tx.send(Stop::PeerGone);
                             break;
                         }
                     }
@@ -235,7 +234,7 @@ impl Reader {
 
     /// Location ①: hands `publish` to the broker if its inbox has room. Returns it
     /// when the inbox is full; `None` when it was sent or the broker is gone.
-    fn try_forward(&self, publish: Command, stop_tx: &mut Option<oneshot::Sender<Stop>>) -> Option<Command> {
+    fn try_forward(&self, publish: Command, stop_tx: &mut StopTx) -> Option<Command> {
         match self.shared.broker_tx.try_send(publish) {
             Ok(()) => None,
             Err(TrySendError::Closed(_)) => {
@@ -253,7 +252,7 @@ impl Reader {
     async fn wait_for_room(
         &self,
         publish: Command,
-        stop_tx: &mut Option<oneshot::Sender<Stop>>,
+        stop_tx: &mut StopTx,
         writer_task: &mut JoinHandle<WriterEnd>,
     ) -> Option<WriterEnd> {
         tokio::select! {
@@ -266,7 +265,7 @@ impl Reader {
             }
             joined = writer_task => Some(super::writer_end(joined)),
             () = self.kick.cancelled() => {
-                signal(stop_tx, self.kicked());
+                stop_tx.send(self.kicked());
                 None
             }
         }
@@ -281,19 +280,9 @@ impl Reader {
 }
 
 /// Location ①, `Err`: the broker is gone. Close with 1011.
-fn broker_gone(stop_tx: &mut Option<oneshot::Sender<Stop>>) {
+fn broker_gone(stop_tx: &mut StopTx) {
     tracing::warn!("broker inbox closed; closing connection with 1011");
-    signal(stop_tx, Stop::Close(Reason::BrokerUnavailable));
-}
-
-/// Sends the writer its stop instruction, once. A failed send means the writer has
-/// already ended, which is exactly what the instruction asked for.
-fn signal(stop_tx: &mut Option<oneshot::Sender<Stop>>, stop: Stop) {
-    if let Some(tx) = stop_tx.take()
-        && tx.send(stop).is_err()
-    {
-        tracing::debug!("writer already ended");
-    }
+    stop_tx.send(Stop::Close(Reason::BrokerUnavailable));
 }
 
 /// The Close owed to a peer whose input made tungstenite fail, per RFC 6455

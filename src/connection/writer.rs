@@ -47,8 +47,9 @@ pub(crate) const WRITE_BATCH: usize = 256;
 /// that waking the writer for a message polls one oneshot, not two cancellation
 /// tokens (registering with a token and leaving it again on every wake-up).
 pub(crate) struct Signals {
-    /// From the reader: which Close to send. A dropped sender (the reader is gone
-    /// without a word, which only a panic can cause) also stops the writer.
+    /// From the reader: which Close to send. The reader's end sends one however
+    /// the reader ends ([`StopTx`](super::close::StopTx)); a sender dropped without
+    /// one is still read as the reader's death (1011) when the oneshot is polled.
     pub stop_rx: oneshot::Receiver<Stop>,
     /// The connection's `kick` token, never awaited here: it only tells, when the
     /// broker closes the outbox before the reader's `Stop` arrives, that this is a
@@ -238,6 +239,9 @@ struct Waits {
     batch: Vec<Frame>,
     /// The reader's stop has arrived (its oneshot must not be polled again).
     stop_received: bool,
+    /// The stop oneshot holds this task's waker and no stop has been sent since: it
+    /// need not be polled again until then (see [`Waits::stop_waiting`]).
+    stop_registered: bool,
     /// Set by `Stop::PeerGone`: forward tungstenite's last control frames (the reply
     /// to the client's Close) until the reader is done (or the grace period ends),
     /// then end; the outbox is no longer read.
@@ -269,6 +273,7 @@ impl Waits {
             // idle connection holds no batch buffer.
             batch: Vec::new(),
             stop_received: false,
+            stop_registered: false,
             peer_gone: false,
             control_open: true,
             control_registered: false,
@@ -289,6 +294,16 @@ impl Waits {
     /// per delivery where each wake-up carries one message (bench/NOTES.md).
     fn control_waiting(&self) -> bool {
         self.control_rx.size_hint() != (0, None)
+    }
+
+    /// Whether the reader's stop has been sent: one atomic load of the oneshot's
+    /// state, where a poll also spends the task's budget and compares wakers. The
+    /// reader's end always sends a stop, even when it is dropped unsent
+    /// ([`StopTx`](super::close::StopTx)), so "nothing in it" means nothing sent yet;
+    /// a waker registered by an earlier poll is still in place and is woken by the
+    /// send.
+    fn stop_waiting(&self) -> bool {
+        !self.signals.stop_rx.is_empty()
     }
 
     /// Moves the timer's deadline. Its waker must then be registered anew: a timer
@@ -333,13 +348,16 @@ impl Waits {
             }
         }
         self.outbox_rounds = 0;
-        // Polled only until it has completed: a tokio oneshot panics if polled again
-        // after that.
-        if !self.stop_received
-            && let Poll::Ready(stop) = Pin::new(&mut self.signals.stop_rx).poll(cx)
-        {
-            self.stop_received = true;
-            return Poll::Ready(Event::Stop(stop.ok()));
+        // Polled only until it has completed (a tokio oneshot panics if polled again
+        // after that), and only if it holds a stop or does not hold our waker yet.
+        if !self.stop_received && (!self.stop_registered || self.stop_waiting()) {
+            // As for the timer below: a poll with the budget spent does not register.
+            let registers = tokio::task::coop::has_budget_remaining();
+            if let Poll::Ready(stop) = Pin::new(&mut self.signals.stop_rx).poll(cx) {
+                self.stop_received = true;
+                return Poll::Ready(Event::Stop(stop.ok()));
+            }
+            self.stop_registered = registers;
         }
         // A timer that holds our waker and has not fired need not be polled: its
         // state says so with one load, where a poll also spends the task's budget.
@@ -511,5 +529,70 @@ mod tests {
         .await
         .expect("the timer was lost");
         assert!(matches!(event, Event::Timer));
+    }
+
+    /// Waits for the next event, failing the test after five seconds.
+    async fn next_event(waits: &mut Waits, mut timer: Pin<&mut Sleep>) -> Event {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            std::future::poll_fn(|cx| waits.poll_event(cx, timer.as_mut())),
+        )
+        .await
+        .expect("the event was lost")
+    }
+
+    /// A writer whose stop oneshot holds its waker looks at the oneshot's state only
+    /// (see `Waits::stop_waiting`), which a sender dropped without a value does not
+    /// change. The reader's end therefore sends a stop when dropped unsent: a writer
+    /// already waiting still hears it, and closes with 1011.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stop_dropped_unsent_still_reaches_a_waiting_writer() {
+        let (_outbox_tx, outbox_rx) = mpsc::channel::<Frame>(1);
+        let (_control_tx, control_rx) = futures_channel::mpsc::channel(1);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let stop_tx = crate::connection::close::StopTx::new(stop_tx);
+        let settings = quiet_settings();
+        let session = Arc::new(Session::new(&settings, crate::connection::settings::Terms::OPEN));
+        let signals = Signals { stop_rx, kick: CancellationToken::new(), session };
+        let mut waits = Waits::new(outbox_rx, control_rx, signals);
+        let timer = tokio::time::sleep(Duration::from_secs(60));
+        tokio::pin!(timer);
+        let first =
+            std::future::poll_fn(|cx| Poll::Ready(waits.poll_event(cx, timer.as_mut()).is_pending())).await;
+        assert!(first && waits.stop_registered, "nothing was due yet, and the stop holds the waker");
+        tokio::spawn(async move { drop(stop_tx) });
+        let event = next_event(&mut waits, timer.as_mut()).await;
+        assert!(matches!(event, Event::Stop(Some(Stop::Close(Reason::InternalError)))));
+    }
+
+    /// As for the timer: a stop oneshot polled once the task's budget is spent does
+    /// not register, so it must not be counted as registered, or a stop sent later
+    /// would wake nobody.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stop_polled_out_of_budget_is_still_heard() {
+        let (_outbox_tx, outbox_rx) = mpsc::channel::<Frame>(1);
+        let (_control_tx, control_rx) = futures_channel::mpsc::channel(1);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let settings = quiet_settings();
+        let session = Arc::new(Session::new(&settings, crate::connection::settings::Terms::OPEN));
+        let signals = Signals { stop_rx, kick: CancellationToken::new(), session };
+        let mut waits = Waits::new(outbox_rx, control_rx, signals);
+        let timer = tokio::time::sleep(Duration::from_secs(60));
+        tokio::pin!(timer);
+        let first = std::future::poll_fn(|cx| {
+            while let Poll::Ready(progress) = tokio::task::coop::poll_proceed(cx) {
+                progress.made_progress();
+            }
+            Poll::Ready(waits.poll_event(cx, timer.as_mut()).is_pending())
+        })
+        .await;
+        assert!(first && !waits.stop_registered, "out of budget, nothing was polled");
+        // Sent once the wait below has polled (and registered with) the oneshot.
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            stop_tx.send(Stop::Close(Reason::ShuttingDown)).unwrap();
+        });
+        let event = next_event(&mut waits, timer.as_mut()).await;
+        assert!(matches!(event, Event::Stop(Some(Stop::Close(Reason::ShuttingDown)))));
     }
 }
