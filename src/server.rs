@@ -98,15 +98,8 @@ impl Server {
         // Validation bounds every value that reaches a panicking constructor below
         // (`mpsc::channel`, `Semaphore::new`) or later (timers, tungstenite).
         config.validate()?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| Error::Bind { addr: config.listen, source })?;
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?),
-            None => None,
-        };
-        let (broker_tx, broker_rx) = mpsc::channel(config.broker_capacity);
-        let admission = Arc::new(Semaphore::new(config.max_connections));
+        // The key and certificate files are read before any port is taken: a bad
+        // file then fails the start without ever having listened.
         let metrics = Arc::new(Metrics::new(config.redis_url.is_some()));
         let (verifier, auth) = if config.auth_keys.is_empty() {
             (None, None)
@@ -131,6 +124,15 @@ impl Server {
             _ => (None, None),
         };
         let reloader = Arc::new(Reloader { auth, tls: tls_files, metrics: Arc::clone(&metrics) });
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Bind { addr: config.listen, source })?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?),
+            None => None,
+        };
+        let (broker_tx, broker_rx) = mpsc::channel(config.broker_capacity);
+        let admission = Arc::new(Semaphore::new(config.max_connections));
         Ok(Self {
             listener,
             config,

@@ -19,9 +19,8 @@ fn run_to_end(args: &[&str]) -> (Option<i32>, String) {
 
 fn assert_usage_error(args: &[&str], mentions: &str) {
     // The server on an ephemeral port unless the flag is what is tested (and not for
-    // a subcommand such as `token`): errors found after the listener is bound (a key
-    // that does not match its certificate) must not depend on the default port being
-    // free, nor race another test for it.
+    // a subcommand such as `token`): a case that passed every check by mistake must
+    // not depend on the default port being free, nor race another test for it.
     let mut args = args.to_vec();
     let server = args.first().is_none_or(|a| a.starts_with("--"));
     if server && !args.contains(&"--listen") {
@@ -173,6 +172,20 @@ fn unusable_tls_certificates_exit_2_with_one_line() {
         &["--tls-cert", &path(&expired.cert_file), "--tls-key", &path(&expired.key_file)],
         "expired",
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Key and certificate files are read before any port is taken: on a port already
+/// in use, a bad file is still the error reported (the server never listened).
+#[test]
+fn bad_files_are_reported_before_the_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    assert_usage_error(&["--listen", &addr, "--auth-key", "/no/such/key.pem"], "/no/such/key.pem");
+    let dir = common::tls::dir("cli-order");
+    let good = common::tls::TestCert::new(&dir, "good");
+    let key = good.key_file.display().to_string();
+    assert_usage_error(&["--listen", &addr, "--tls-cert", "/no/such.crt", "--tls-key", &key], "/no/such.crt");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
