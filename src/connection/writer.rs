@@ -499,36 +499,30 @@ mod tests {
         producer.abort();
     }
 
-    /// A timer polled once the task's budget is spent is not registered (tokio's
-    /// cooperative scheduling returns Pending without touching it), so the writer
-    /// must poll it again: counted as registered, it would never be heard from (no
-    /// ping, no idle timeout). The first poll here spends the budget first.
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_timer_polled_out_of_budget_still_fires() {
-        let (_outbox_tx, outbox_rx) = mpsc::channel::<Frame>(1);
-        let (_control_tx, control_rx) = futures_channel::mpsc::channel(1);
-        let (_stop_tx, stop_rx) = oneshot::channel();
+    /// A writer's waits on an outbox and a control channel that stay quiet, with
+    /// `stop_rx` as the reader's oneshot, and a timer that does not fire during a
+    /// test unless asked to.
+    /// The senders come back with it, for the test to hold: a closed channel is not
+    /// quiet.
+    fn quiet_waits(stop_rx: oneshot::Receiver<Stop>) -> (Waits, impl Sized) {
+        let (outbox_tx, outbox_rx) = mpsc::channel::<Frame>(1);
+        let (control_tx, control_rx) = futures_channel::mpsc::channel(1);
         let settings = quiet_settings();
         let session = Arc::new(Session::new(&settings, crate::connection::settings::Terms::OPEN));
         let signals = Signals { stop_rx, kick: CancellationToken::new(), session };
-        let mut waits = Waits::new(outbox_rx, control_rx, signals);
-        let timer = tokio::time::sleep(Duration::from_millis(20));
-        tokio::pin!(timer);
-        let first = std::future::poll_fn(|cx| {
+        (Waits::new(outbox_rx, control_rx, signals), (outbox_tx, control_tx))
+    }
+
+    /// Spends the task's coop budget, then polls `waits` once: whether it was
+    /// Pending.
+    async fn poll_out_of_budget(waits: &mut Waits, mut timer: Pin<&mut Sleep>) -> bool {
+        std::future::poll_fn(|cx| {
             while let Poll::Ready(progress) = tokio::task::coop::poll_proceed(cx) {
                 progress.made_progress();
             }
             Poll::Ready(waits.poll_event(cx, timer.as_mut()).is_pending())
         })
-        .await;
-        assert!(first, "nothing was due yet");
-        let event = tokio::time::timeout(
-            Duration::from_secs(5),
-            std::future::poll_fn(|cx| waits.poll_event(cx, timer.as_mut())),
-        )
         .await
-        .expect("the timer was lost");
-        assert!(matches!(event, Event::Timer));
     }
 
     /// Waits for the next event, failing the test after five seconds.
@@ -541,20 +535,30 @@ mod tests {
         .expect("the event was lost")
     }
 
+    /// A timer polled once the task's budget is spent is not registered (tokio's
+    /// cooperative scheduling returns Pending without touching it), so the writer
+    /// must poll it again: counted as registered, it would never be heard from (no
+    /// ping, no idle timeout). The first poll here spends the budget first.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_timer_polled_out_of_budget_still_fires() {
+        let (_stop_tx, stop_rx) = oneshot::channel();
+        let (mut waits, _open) = quiet_waits(stop_rx);
+        let timer = tokio::time::sleep(Duration::from_millis(20));
+        tokio::pin!(timer);
+        assert!(poll_out_of_budget(&mut waits, timer.as_mut()).await, "nothing was due yet");
+        let event = next_event(&mut waits, timer.as_mut()).await;
+        assert!(matches!(event, Event::Timer), "the timer was lost");
+    }
+
     /// A writer whose stop oneshot holds its waker looks at the oneshot's state only
     /// (see `Waits::stop_waiting`), which a sender dropped without a value does not
     /// change. The reader's end therefore sends a stop when dropped unsent: a writer
     /// already waiting still hears it, and closes with 1011.
     #[tokio::test(flavor = "current_thread")]
     async fn a_stop_dropped_unsent_still_reaches_a_waiting_writer() {
-        let (_outbox_tx, outbox_rx) = mpsc::channel::<Frame>(1);
-        let (_control_tx, control_rx) = futures_channel::mpsc::channel(1);
         let (stop_tx, stop_rx) = oneshot::channel();
         let stop_tx = crate::connection::close::StopTx::new(stop_tx);
-        let settings = quiet_settings();
-        let session = Arc::new(Session::new(&settings, crate::connection::settings::Terms::OPEN));
-        let signals = Signals { stop_rx, kick: CancellationToken::new(), session };
-        let mut waits = Waits::new(outbox_rx, control_rx, signals);
+        let (mut waits, _open) = quiet_waits(stop_rx);
         let timer = tokio::time::sleep(Duration::from_secs(60));
         tokio::pin!(timer);
         let first =
@@ -570,22 +574,11 @@ mod tests {
     /// would wake nobody.
     #[tokio::test(flavor = "current_thread")]
     async fn a_stop_polled_out_of_budget_is_still_heard() {
-        let (_outbox_tx, outbox_rx) = mpsc::channel::<Frame>(1);
-        let (_control_tx, control_rx) = futures_channel::mpsc::channel(1);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let settings = quiet_settings();
-        let session = Arc::new(Session::new(&settings, crate::connection::settings::Terms::OPEN));
-        let signals = Signals { stop_rx, kick: CancellationToken::new(), session };
-        let mut waits = Waits::new(outbox_rx, control_rx, signals);
+        let (mut waits, _open) = quiet_waits(stop_rx);
         let timer = tokio::time::sleep(Duration::from_secs(60));
         tokio::pin!(timer);
-        let first = std::future::poll_fn(|cx| {
-            while let Poll::Ready(progress) = tokio::task::coop::poll_proceed(cx) {
-                progress.made_progress();
-            }
-            Poll::Ready(waits.poll_event(cx, timer.as_mut()).is_pending())
-        })
-        .await;
+        let first = poll_out_of_budget(&mut waits, timer.as_mut()).await;
         assert!(first && !waits.stop_registered, "out of budget, nothing was polled");
         // Sent once the wait below has polled (and registered with) the oneshot.
         tokio::spawn(async move {
