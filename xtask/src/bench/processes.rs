@@ -39,18 +39,59 @@ pub fn install_peers(project: &Project) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How often a server is started on fresh ports when the ones picked were taken
+/// before it could bind them (see [`free_ports`]).
+const START_ATTEMPTS: u8 = 3;
+
 /// A free loopback port (bound, then released for the server to take).
 fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+    free_ports().map(|[port]| port)
 }
 
-/// Waits (at most 15 s) until something accepts TCP connections on `addr`.
-fn wait_listening(addr: SocketAddr, what: &str) -> Result<(), String> {
+/// `N` distinct free loopback ports: all bound at once (so no two are the same),
+/// then released for the servers to take. Something else may still take one in
+/// between (a client's connection gets its local port from the same range), which
+/// is why a server that exits at once is started again on fresh ports.
+fn free_ports<const N: usize>() -> Result<[u16; N], String> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    }
+    Ok(ports)
+}
+
+/// Why a server is not serving.
+enum NotListening {
+    /// It exited first (a port it was given was taken, or a bad flag).
+    Exited(String),
+    /// Still running after 15 s, but not accepting.
+    Silent(String),
+}
+
+impl From<NotListening> for String {
+    fn from(e: NotListening) -> Self {
+        match e {
+            NotListening::Exited(e) | NotListening::Silent(e) => e,
+        }
+    }
+}
+
+/// Waits (at most 15 s) until something accepts TCP connections on `addr`, and
+/// gives up at once if `child` (the process meant to) has exited.
+fn wait_listening(addr: SocketAddr, what: &str, child: &mut Child) -> Result<(), NotListening> {
     let deadline = Instant::now().checked_add(Duration::from_secs(15)).unwrap_or_else(Instant::now);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(NotListening::Exited(format!(
+                "{what} exited ({status}) instead of listening on {addr}"
+            )));
+        }
         if Instant::now() > deadline {
-            return Err(format!("{what} did not start listening on {addr}"));
+            return Err(NotListening::Silent(format!("{what} did not start listening on {addr}")));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -78,7 +119,7 @@ fn start(
     metrics_port: u16,
     extra: &[String],
     tls: Option<&Certificate>,
-) -> Result<Running, String> {
+) -> Result<Running, NotListening> {
     let peers = project.join("target/bench/peers");
     let listen = format!("127.0.0.1:{port}");
     let mut cmd = Command::new("taskset");
@@ -111,10 +152,11 @@ fn start(
         cmd.env("TLS_CERT", &tls.cert).env("TLS_KEY", &tls.key);
     }
     cmd.env("PORT", port.to_string()).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
-    let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", server.name()))?;
-    let running = Running(child);
-    let addr: SocketAddr = listen.parse().map_err(|e| format!("{e}"))?;
-    wait_listening(addr, server.name())?;
+    let child =
+        cmd.spawn().map_err(|e| NotListening::Silent(format!("cannot start {}: {e}", server.name())))?;
+    let mut running = Running(child);
+    let addr: SocketAddr = listen.parse().map_err(|e| NotListening::Silent(format!("{e}")))?;
+    wait_listening(addr, server.name(), &mut running.0)?;
     Ok(running)
 }
 
@@ -142,7 +184,6 @@ pub fn run_one(
     scenario: &Scenario,
     timing: &[&str],
 ) -> Result<Value, String> {
-    let (port, metrics_port) = (free_port()?, free_port()?);
     let (server_flags, token) = match scenario.setup {
         Setup::Token(kind) => {
             let key = project.join("tests/fixtures/keys").join(kind.server_key()).display().to_string();
@@ -154,7 +195,18 @@ pub fn run_one(
         Setup::Tls => Some(tls::generate(project)?),
         _ => None,
     };
-    let running = start(project, server, port, metrics_port, &server_flags, certificate.as_ref())?;
+    let mut attempt = 1;
+    let (running, port, metrics_port) = loop {
+        let [port, metrics_port] = free_ports()?;
+        match start(project, server, port, metrics_port, &server_flags, certificate.as_ref()) {
+            Ok(running) => break (running, port, metrics_port),
+            Err(NotListening::Exited(e)) if attempt < START_ATTEMPTS => {
+                eprintln!("   {e}; starting it again on other ports");
+                attempt = attempt.saturating_add(1);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let (pid, addr) = (running.0.id().to_string(), format!("127.0.0.1:{port}"));
     let label = format!("{}/{}", server.name(), scenario.name);
     let mut args = vec!["--addr", &addr, "--server-pid", &pid, "--label", &label];
@@ -206,19 +258,21 @@ fn on_cpu_0(program: &str, args: &[&str]) -> std::io::Result<Running> {
 pub fn run_two_node(project: &Project, scenario: &Scenario, timing: &[&str]) -> Result<Value, String> {
     let redis_port = free_port()?.to_string();
     let redis_args = ["--port", &redis_port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
-    let _redis = on_cpu_0("redis-server", &redis_args)
+    // Held (and so running) until the run ends.
+    let mut redis = on_cpu_0("redis-server", &redis_args)
         .map_err(|e| format!("cannot start redis-server (cargo xtask test installs it): {e}"))?;
     let redis_addr: SocketAddr = format!("127.0.0.1:{redis_port}").parse().map_err(|e| format!("{e}"))?;
-    wait_listening(redis_addr, "redis-server")?;
+    wait_listening(redis_addr, "redis-server", &mut redis.0)?;
     let url = format!("redis://{redis_addr}");
     let mut nodes = Vec::new();
     for _ in 0..2 {
         let port = free_port()?;
         let wsbroker = project.join("target/release/wsbroker").display().to_string();
-        let running = on_cpu_0(&wsbroker, &["--listen", &format!("127.0.0.1:{port}"), "--redis-url", &url])
-            .map_err(|e| format!("cannot start wsbroker: {e}"))?;
+        let mut running =
+            on_cpu_0(&wsbroker, &["--listen", &format!("127.0.0.1:{port}"), "--redis-url", &url])
+                .map_err(|e| format!("cannot start wsbroker: {e}"))?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().map_err(|e| format!("{e}"))?;
-        wait_listening(addr, "wsbroker")?;
+        wait_listening(addr, "wsbroker", &mut running.0)?;
         nodes.push((running, addr.to_string()));
     }
     let (Some((first, addr1)), Some((_, addr2))) = (nodes.first(), nodes.get(1)) else {
