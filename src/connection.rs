@@ -224,7 +224,7 @@ impl<T: Transport> Connection<T> {
             // the reader left unsent goes with it: a writer still waiting for a word
             // then ends (with 1011, as if the reader had died).
             drop(self.ws_rx.take());
-            self.stop_tx.send(Stop::Close(Reason::InternalError));
+            self.stop_tx.abandon();
 
             let writer_end = wind_down(&self.reader, &mut self.writer_task, seen).await;
             // The close handshake's code: ours if we sent a Close, else the peer's.

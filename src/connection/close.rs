@@ -135,14 +135,21 @@ impl StopTx {
             tracing::debug!("writer already ended");
         }
     }
-}
 
-impl Drop for StopTx {
-    fn drop(&mut self) {
+    /// Gives up the say left unsent, if any: a writer still waiting for a word
+    /// hears `Close(InternalError)` (1011). Quiet when the writer has ended: that is
+    /// why a reader leaves its stop unsent.
+    pub(crate) fn abandon(&mut self) {
         if let Some(tx) = self.0.take() {
             // Err: the writer has ended; nobody is left to tell.
             drop(tx.send(Stop::Close(Reason::InternalError)));
         }
+    }
+}
+
+impl Drop for StopTx {
+    fn drop(&mut self) {
+        self.abandon();
     }
 }
 
